@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := -e proto -e libs/common -e services/synth -e services/envhost -e services/rollout -e services/trainer -e '.[dev]'
+PYPROJECTS := pyproject.toml proto/pyproject.toml libs/common/pyproject.toml $(wildcard services/*/pyproject.toml) constraints.txt
+
+.PHONY: install system-deps demo up test lint typecheck schemas docs-config check-generated clean
+
+# System packages the stack runs on (redis-server for the embedded runtime and the tests).
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(BIN)/.installed: $(PYPROJECTS)
+	$(MAKE) system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt $(PACKAGES)
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/astra demo
+
+up: install
+	$(BIN)/astra up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy proto/src libs/common/src services/synth/src services/envhost/src services/rollout/src services/trainer/src src tests bench
+
+test: install lint
+	$(BIN)/pytest
+
+# Generated files: JSON Schemas of the contracts and the configuration reference.
+schemas: install
+	$(BIN)/python -m astra_proto.schemas write proto/schemas
+
+docs-config: install
+	$(BIN)/python -m astra.config_docs write docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .astra .pytest_cache .mypy_cache .ruff_cache

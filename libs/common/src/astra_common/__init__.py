@@ -1,0 +1,1 @@
+"""Runtime pieces shared by the ASTRA services."""

@@ -1,0 +1,51 @@
+"""Episodes: one isolated run of an environment, and the calls made in it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from astra_proto.base import ContractModel
+from astra_proto.rewards import RewardBreakdown
+from astra_proto.tools import ToolSpec
+
+
+class EpisodeState(StrEnum):
+    """Lifecycle of an episode."""
+
+    OPEN = "open"
+    SCORED = "scored"
+    CLOSED = "closed"
+    EXPIRED = "expired"
+
+
+class ToolCallRecord(ContractModel):
+    """One tool call as the environment saw it."""
+
+    seq: int = Field(ge=0, description="Position in the episode's call log.")
+    tool_name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = Field(default=None, description="Structured output when the call succeeded.")
+    error: str | None = Field(default=None, description="Why the call failed, when it did.")
+    latency_ms: float = Field(ge=0.0)
+    distractor: bool = Field(default=False, description="Whether the tool was a distractor.")
+    at: datetime
+
+
+class Episode(ContractModel):
+    """A fresh, isolated state of one environment, reachable over MCP at ``mcp_url``."""
+
+    id: str
+    env_id: str
+    seed: int = 0
+    state: EpisodeState = EpisodeState.OPEN
+    mcp_url: str = Field(description="Streamable-HTTP MCP endpoint serving this episode.")
+    tools: list[ToolSpec] = Field(description="Tools offered, distractors included.")
+    distractor_tools: list[str] = Field(default_factory=list)
+    calls: list[ToolCallRecord] = Field(default_factory=list)
+    reward: RewardBreakdown | None = None
+    created_at: datetime
+    last_active_at: datetime

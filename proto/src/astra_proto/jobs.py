@@ -1,0 +1,56 @@
+"""Synthesis jobs and their stage-by-stage progress."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from astra_proto.base import ContractModel
+
+
+class JobKind(StrEnum):
+    """What a synthesis job produces."""
+
+    ENVIRONMENTS = "environments"
+    TRAJECTORIES = "trajectories"
+
+
+class JobState(StrEnum):
+    """Lifecycle of a job; the last three are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has ended."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class StageProgress(ContractModel):
+    """Counts of one pipeline stage."""
+
+    stage: str
+    done: int = Field(default=0, ge=0)
+    total: int | None = Field(default=None, ge=0)
+    rejected: dict[str, int] = Field(default_factory=dict, description="Rejections by reason.")
+
+
+class SynthesisJob(ContractModel):
+    """A synthesis job as the control plane reports it."""
+
+    id: str
+    kind: JobKind
+    state: JobState = JobState.PENDING
+    params: dict[str, Any] = Field(default_factory=dict)
+    progress: list[StageProgress] = Field(default_factory=list)
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None

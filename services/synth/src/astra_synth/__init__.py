@@ -1,0 +1,1 @@
+"""astra-synth service."""

@@ -1,0 +1,1 @@
+"""astra-trainer service."""

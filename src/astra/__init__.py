@@ -1,0 +1,1 @@
+"""The astra CLI and local runner."""
