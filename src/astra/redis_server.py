@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
+from astra.processes import spawn, stop_all
+
 
 class RedisServerError(RuntimeError):
     """The Redis server could not be found or started."""
@@ -92,17 +94,11 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        self.process = spawn(self.command())
         wait_for_port(self.host, self.port, timeout, self.process)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server and wait for it; kill it if it does not exit in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        if self.process is not None:
+            stop_all([self.process], timeout)

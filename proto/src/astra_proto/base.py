@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 SCHEMA_VERSION = 1
-"""Version of the wire contracts. Bumped on any change a reader of an older version would misread."""
+"""Version of the wire contracts; bumped on any change an older reader would misread."""
 
 
 class ContractModel(BaseModel):

@@ -41,7 +41,9 @@ class Message(ContractModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = Field(default=None, description="For role 'tool': the call answered.")
+    tool_call_id: str | None = Field(
+        default=None, description="For role 'tool': the call answered."
+    )
     name: str | None = Field(default=None, description="For role 'tool': the tool's name.")
 
     @model_validator(mode="after")

@@ -75,8 +75,9 @@ class EnvironmentSpec(ContractModel):
     """An isolated, deterministic, rule-verifiable environment.
 
     ``id`` is content-addressed: ``env_`` + the first 32 hex digits of the SHA-256 of the
-    canonical JSON of every field except ``id``, ``provenance`` and ``certificate``. Specs are
-    immutable once registered; a changed spec is a new environment.
+    canonical JSON of every field except ``id``, ``provenance`` and ``certificate``, fields at
+    their default value left out (at every depth). Specs are immutable once registered; a
+    changed spec is a new environment.
     """
 
     id: str = Field(default="", description="Content hash; computed when left empty.")
@@ -151,24 +152,36 @@ class EnvironmentSpec(ContractModel):
         return [t.spec for t in self.tools] + list(self.builtin_tools)
 
     def topological_order(self) -> list[SubQuestion]:
-        """Sub-questions with every dependency before its dependents; raises on a cycle."""
+        """Sub-questions with every dependency before its dependents; raises on a cycle.
+
+        Depth-first in list order, with an explicit stack: an inbound spec may chain thousands
+        of hops, and a ``RecursionError`` would escape validation as a crash.
+        """
         by_id = {q.id: q for q in self.sub_questions}
         order: list[SubQuestion] = []
-        state: dict[str, int] = {}  # 1 = visiting, 2 = done
-
-        def visit(node_id: str, path: tuple[str, ...]) -> None:
-            if state.get(node_id) == 2:
-                return
-            if state.get(node_id) == 1:
-                raise ValueError(f"sub-question dependencies form a cycle: {path + (node_id,)}")
-            state[node_id] = 1
-            for dep in by_id[node_id].depends_on:
-                visit(dep, path + (node_id,))
-            state[node_id] = 2
-            order.append(by_id[node_id])
-
-        for question in self.sub_questions:
-            visit(question.id, ())
+        done: set[str] = set()
+        for root in self.sub_questions:
+            if root.id in done:
+                continue
+            path, on_path = [root.id], {root.id}
+            pending = [iter(root.depends_on)]
+            while pending:
+                for dep in pending[-1]:
+                    if dep in done:
+                        continue
+                    if dep in on_path:
+                        cycle = [*path[path.index(dep) :], dep]
+                        raise ValueError(f"sub-question dependencies form a cycle: {cycle}")
+                    path.append(dep)
+                    on_path.add(dep)
+                    pending.append(iter(by_id[dep].depends_on))
+                    break
+                else:  # every dependency of path[-1] is done
+                    node_id = path.pop()
+                    on_path.discard(node_id)
+                    pending.pop()
+                    done.add(node_id)
+                    order.append(by_id[node_id])
         return order
 
     @property
@@ -181,5 +194,9 @@ class EnvironmentSpec(ContractModel):
 
     def content_id(self) -> str:
         """The content-addressed id of this spec."""
-        content = self.model_dump(mode="json", exclude={"id", "provenance", "certificate"})
+        # Defaults are left out so that adding a field with a default to a contract model
+        # keeps the ids (and so the validity) of every spec already stored.
+        content = self.model_dump(
+            mode="json", exclude={"id", "provenance", "certificate"}, exclude_defaults=True
+        )
         return ENV_ID_PREFIX + sha256_hex(content)[:32]

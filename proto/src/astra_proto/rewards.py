@@ -14,16 +14,18 @@ class RewardBreakdown(ContractModel):
     """How a trajectory was scored.
 
     n = sub-questions of the environment, n̂ = those solved, c = tool calls made (distractor
-    calls and failed calls included). recall = n̂/n, precision = n̂/(c+ε), F1 = 2pr/(p+r), and
-    F1 = 0 when n̂ = 0.  A sub-question counts as solved when a tool call made in the episode
-    returned a structured output whose normalised value matches its answer (or, for a leaf
-    that needs no tool, when the final answer does) — the environment's verifier decides.
+    calls and failed calls included). recall = n̂/n; precision = n̂/(c+ε), capped at 1 (n̂ can
+    exceed c: one output may answer two sub-questions, a no-tool leaf needs no call);
+    F1 = 2pr/(p+r), and F1 = 0 when n̂ = 0, so also when n = 0. A sub-question counts as
+    solved when a tool call made in the episode returned a structured output whose
+    normalised value matches its answer (or, for a leaf that needs no tool, when the final
+    answer does) — the environment's verifier decides.
     """
 
     n_subquestions: int = Field(ge=0, description="n")
     n_solved: int = Field(ge=0, description="n̂")
     n_calls: int = Field(ge=0, description="c")
-    precision: float = Field(ge=0.0)
+    precision: float = Field(ge=0.0, le=1.0)
     recall: float = Field(ge=0.0, le=1.0)
     f1: float = Field(ge=0.0, le=1.0)
     solved_ids: list[str] = Field(default_factory=list)
@@ -33,6 +35,8 @@ class RewardBreakdown(ContractModel):
     def _consistent(self) -> RewardBreakdown:
         if self.n_solved > self.n_subquestions:
             raise ValueError("n_solved cannot exceed n_subquestions")
+        if len(set(self.solved_ids)) != len(self.solved_ids):
+            raise ValueError("solved_ids must not repeat an id")
         if len(self.solved_ids) not in (0, self.n_solved):
             raise ValueError("solved_ids must list exactly the solved sub-questions")
         return self

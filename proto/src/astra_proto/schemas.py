@@ -1,7 +1,7 @@
 """Generate (``write``) or verify (``check``) the JSON Schemas in ``proto/schemas/``.
 
-    python -m astra_proto.schemas write proto/schemas
-    python -m astra_proto.schemas check proto/schemas
+python -m astra_proto.schemas write proto/schemas
+python -m astra_proto.schemas check proto/schemas
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from astra_proto.chat import Message, ToolCall
 from astra_proto.environment import EnvironmentSpec, SubQuestion, VerificationCertificate
 from astra_proto.episode import Episode, ToolCallRecord
 from astra_proto.jobs import SynthesisJob
-from astra_proto.chat import Message, ToolCall
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import PolicyPointer, StreamEnvelope
 from astra_proto.tools import SyntheticTool, ToolSpec

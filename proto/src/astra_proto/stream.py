@@ -20,7 +20,7 @@ def _now() -> datetime:
 
 
 class StreamEnvelope(ContractModel, Generic[PayloadT]):
-    """One stream entry: schema version, idempotency key and a typed payload (JSON, never pickle)."""
+    """One stream entry: schema version, idempotency key and typed payload (JSON, never pickle)."""
 
     schema_version: int = Field(default=SCHEMA_VERSION)
     record_id: str = Field(min_length=1, description="Idempotency key: one record, one entry.")

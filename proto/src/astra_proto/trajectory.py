@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -51,7 +51,8 @@ class Trajectory(ContractModel):
     tools: list[ToolSpec] = Field(description="Tools offered, distractors included.")
     distractor_tools: list[str] = Field(default_factory=list)
     token_ids: list[int] | None = None
-    logprobs: list[float] | None = None
+    # NaN and ±inf would be written as JSON null and fail validation at the trainer.
+    logprobs: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
     loss_mask: list[int] | None = None
     text_only: bool = True
     reward: RewardBreakdown | None = None

@@ -1,1 +1,3 @@
 """astra-envhost service."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,3 @@
 """astra-rollout service."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,3 @@
 """astra-synth service."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,3 @@
 """astra-trainer service."""
+
+__version__ = "0.1.0"

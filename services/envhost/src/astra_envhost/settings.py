@@ -1,0 +1,47 @@
+"""envhost configuration (env prefix ``ASTRA_ENVHOST_``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from astra_common.settings import ServiceSettings
+
+
+class EnvhostSettings(ServiceSettings):
+    """How the environment host runs."""
+
+    model_config = SettingsConfigDict(env_prefix="ASTRA_ENVHOST_")
+
+    port: int = 8101
+    """TCP port the HTTP server listens on."""
+
+    database_url: str = "sqlite+aiosqlite:///.astra/astra.db"
+    """Database holding the environment registry and episodes (SQLAlchemy async URL)."""
+
+    public_url: str = ""
+    """URL at which this replica is reachable by clients; episode MCP URLs start with it.
+    Empty means http://{host}:{port}."""
+
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Extra Host header values MCP accepts (DNS-rebinding protection), comma-separated,
+    e.g. envhost,envhost:8080."""
+
+    sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
+    """Isolation for synthesized tool code: bubblewrap, or none (development only)."""
+
+    allow_unsandboxed: bool = False
+    """Permit sandbox=none. Only for development: synthesized code is untrusted."""
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
+    def base_url(self) -> str:
+        """The public base URL of this replica."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -1,0 +1,45 @@
+"""The synth FastAPI app: the control plane's REST API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+from fastapi import APIRouter, FastAPI
+
+from astra_common.db.engine import create_engine
+from astra_common.health import database_check, redis_check
+from astra_common.service import closing_lifespan, create_service_app
+from astra_synth import __version__
+from astra_synth.settings import SynthSettings
+from astra_synth.worker import create_celery_app
+
+
+def workers_router(celery_app: Celery) -> APIRouter:
+    """Routes reporting the Celery workers."""
+    router = APIRouter(tags=["workers"])
+
+    @router.get("/workers", summary="Celery workers that answered a ping within a second")
+    async def workers() -> dict[str, Any]:
+        replies = await asyncio.to_thread(celery_app.control.ping, timeout=1.0)
+        names = sorted(name for reply in replies for name in reply)
+        return {"count": len(names), "workers": names}
+
+    return router
+
+
+def create_app(settings: SynthSettings) -> FastAPI:
+    """Build the synth API app."""
+    engine = create_engine(settings.database_url)
+    celery_app = create_celery_app(settings)
+    broker = aioredis.Redis.from_url(settings.redis_url)
+    return create_service_app(
+        service="synth",
+        version=__version__,
+        settings=settings,
+        routers=[workers_router(celery_app)],
+        health_checks={"database": database_check(engine), "broker": redis_check(broker)},
+        lifespan=closing_lifespan(engine.dispose, broker.aclose),
+    )

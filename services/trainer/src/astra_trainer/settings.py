@@ -1,0 +1,30 @@
+"""trainer configuration (env prefix ``ASTRA_TRAINER_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from astra_common.settings import ServiceSettings
+
+
+class TrainerSettings(ServiceSettings):
+    """How the trainer runs."""
+
+    model_config = SettingsConfigDict(env_prefix="ASTRA_TRAINER_")
+
+    port: int = 8103
+    """TCP port the HTTP server listens on."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis holding the trajectory stream and the policy pointer."""
+
+    model_dir: Path = Path(".astra/models")
+    """Where base models are converted and cached."""
+
+    checkpoint_dir: Path = Path(".astra/checkpoints")
+    """Where checkpoints of each policy version are written."""
+
+    policy_base_url: str = ""
+    """Policy server to push new weights to; empty means the embedded one."""

@@ -1,0 +1,172 @@
+"""``astra``: run the stack locally and talk to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from astra import __version__
+from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
+
+app = typer.Typer(
+    name="astra",
+    help="ASTRA as services: synthesize tool-use environments and data, serve them over MCP, "
+    "and train agents on them.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="ASTRA_HOME",
+        help="Where the local stack keeps its database, Redis data, logs and state file.",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one readable error line and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"astra {__version__}")
+
+
+def _serve_until_signal(stack: LocalStack) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"\n{signal.Signals(signum).name} received, stopping the stack")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop.wait(0.5):
+        stack.check_alive()
+
+
+def _start(options: StackOptions) -> LocalStack:
+    stack = LocalStack(options)
+    try:
+        with console.status("starting the stack"):
+            stack.start(report=console.log)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _print_health(state_dir: Path) -> bool:
+    state = read_state(state_dir)
+    if state is None:
+        return False
+    table = Table(title=f"astra stack ({state_dir})")
+    for column in ("service", "url", "health", "detail"):
+        table.add_column(column)
+    rows = health_report(state)
+    for name, url, healthy, detail in rows:
+        mark = "[green]ok[/]" if healthy else "[red]down[/]"
+        table.add_row(name, url, mark, detail)
+    table.add_row("redis", state["redis_url"], "", "")
+    console.print(table)
+    return all(healthy for _, _, healthy, _ in rows)
+
+
+@app.command()
+def up(
+    state_dir: StateDir = Path(".astra"),
+    port_base: Annotated[
+        int, typer.Option(help="First of 4 ports (synth, envhost, rollout, trainer); 0 = free.")
+    ] = 8100,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(envvar="REDIS_URL", help="Use this Redis instead of starting one."),
+    ] = None,
+    allow_unsandboxed: Annotated[
+        bool, typer.Option(help="Run tool code without bubblewrap (development only).")
+    ] = False,
+) -> None:
+    """Start every service, a Celery worker and Redis locally; Ctrl-C stops them all."""
+    options = StackOptions(
+        state_dir=state_dir,
+        port_base=port_base,
+        redis_url=redis_url,
+        allow_unsandboxed=allow_unsandboxed,
+    )
+    try:
+        stack = _start(options)
+    except StackError as exc:
+        raise fail(str(exc)) from None
+    try:
+        _print_health(stack.state_dir)
+        console.print("stack running; press Ctrl-C to stop")
+        _serve_until_signal(stack)
+    except StackError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        stack.stop()
+        console.print("stack stopped")
+
+
+@app.command()
+def status(state_dir: StateDir = Path(".astra")) -> None:
+    """Show the health of a running local stack (exit code 1 when anything is down)."""
+    state_dir = state_dir.resolve()
+    if read_state(state_dir) is None:
+        raise fail(f"no stack running under {state_dir} (start one with `astra up`)")
+    if not _print_health(state_dir):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    state_dir: StateDir = Path(".astra"),
+    port_base: Annotated[int, typer.Option(help="First of 4 ports; 0 = free.")] = 0,
+) -> None:
+    """Start the stack on embedded defaults, show its health, and stop it.
+
+    This release brings up the services, the worker and Redis; synthesis, rollouts and
+    training join the demo as those services gain their pipelines.
+    """
+    try:
+        stack = _start(StackOptions(state_dir=state_dir, port_base=port_base))
+    except StackError as exc:
+        raise fail(str(exc)) from None
+    try:
+        healthy = _print_health(stack.state_dir)
+    finally:
+        stack.stop()
+    console.print(
+        "demo: the stack started, every service answered its health check, and it stopped.\n"
+        "What this release runs: the four services (synth API + Celery worker, envhost, "
+        "rollout, trainer) with Redis and SQLite.\nSee README.md for what each service serves."
+    )
+    if not healthy:
+        raise fail("some services were not healthy")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

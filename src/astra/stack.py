@@ -1,0 +1,303 @@
+"""The local runtime: every service, a Celery worker and Redis as child processes.
+
+Embedded defaults: a SQLite file and a private Redis server under the state directory
+(``.astra/`` unless told otherwise), or the Redis at ``REDIS_URL`` when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from astra.processes import spawn, stop_all, tail
+from astra.redis_server import RedisServer, free_port
+
+SERVICES = ("synth", "envhost", "rollout", "trainer")
+STATE_FILE = "stack.json"
+STACK_ID_ENV = "ASTRA_STACK_ID"
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or has failed; the message says which part and why."""
+
+
+@dataclass
+class Child:
+    """One process of the stack."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class StackOptions:
+    """How ``astra up`` runs the stack."""
+
+    state_dir: Path = Path(".astra")
+    port_base: int = 8100
+    """First of four consecutive ports (synth, envhost, rollout, trainer); 0 picks free ports."""
+    host: str = "127.0.0.1"
+    redis_url: str | None = None
+    """Use this Redis instead of starting one."""
+    allow_unsandboxed: bool = False
+    startup_timeout: float = 90.0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class LocalStack:
+    """Start, watch and stop the whole stack on this machine."""
+
+    options: StackOptions
+    stack_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    children: list[Child] = field(default_factory=list)
+    redis: RedisServer | None = None
+    redis_url: str = ""
+
+    @property
+    def state_dir(self) -> Path:
+        """Absolute state directory."""
+        return self.options.state_dir.resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The embedded SQLite database."""
+        return f"sqlite+aiosqlite:///{self.state_dir / 'astra.db'}"
+
+    def _ports(self) -> dict[str, int]:
+        host, base = self.options.host, self.options.port_base
+        if base == 0:
+            return {name: free_port(host) for name in SERVICES}
+        ports = {name: base + offset for offset, name in enumerate(SERVICES)}
+        busy = [f"{name}:{port}" for name, port in ports.items() if not _port_free(host, port)]
+        if busy:
+            raise StackError(
+                f"ports in use ({', '.join(busy)}): is another stack running? "
+                "Stop it, or pick other ports with --port-base (0 = any free ports)"
+            )
+        return ports
+
+    def plan(self) -> list[Child]:
+        """The processes to start, with their configuration."""
+        ports = self._ports()
+        host = self.options.host
+        urls = {name: f"http://{host}:{port}" for name, port in ports.items()}
+        base_env = {**os.environ, STACK_ID_ENV: self.stack_id}
+        logs = self.state_dir / "logs"
+        common = {
+            "ASTRA_SYNTH_DATABASE_URL": self.database_url,
+            "ASTRA_SYNTH_REDIS_URL": self.redis_url,
+            "ASTRA_SYNTH_ENVHOST_URL": urls["envhost"],
+            "ASTRA_SYNTH_ROLLOUT_URL": urls["rollout"],
+        }
+        per_service: dict[str, dict[str, str]] = {
+            "synth": common,
+            "envhost": {
+                "ASTRA_ENVHOST_DATABASE_URL": self.database_url,
+                "ASTRA_ENVHOST_PUBLIC_URL": urls["envhost"],
+            },
+            "rollout": {
+                "ASTRA_ROLLOUT_REDIS_URL": self.redis_url,
+                "ASTRA_ROLLOUT_ENVHOST_URL": urls["envhost"],
+            },
+            "trainer": {
+                "ASTRA_TRAINER_REDIS_URL": self.redis_url,
+                "ASTRA_TRAINER_MODEL_DIR": str(self.state_dir / "models"),
+                "ASTRA_TRAINER_CHECKPOINT_DIR": str(self.state_dir / "checkpoints"),
+            },
+        }
+        if self.options.allow_unsandboxed:
+            per_service["envhost"] |= {
+                "ASTRA_ENVHOST_SANDBOX": "none",
+                "ASTRA_ENVHOST_ALLOW_UNSANDBOXED": "true",
+            }
+        children = []
+        for name in SERVICES:
+            prefix = f"ASTRA_{name.upper()}_"
+            env = base_env | per_service[name]
+            env |= {f"{prefix}HOST": host, f"{prefix}PORT": str(ports[name])}
+            children.append(
+                Child(
+                    name=name,
+                    command=[sys.executable, "-m", f"astra_{name}.main"],
+                    env=env,
+                    log_path=logs / f"{name}.log",
+                    url=urls[name],
+                )
+            )
+        children.append(
+            Child(
+                name="synth-worker",
+                command=[sys.executable, "-m", "astra_synth.worker"],
+                env=base_env | common,
+                log_path=logs / "synth-worker.log",
+            )
+        )
+        return children
+
+    def start(self, report: Callable[[str], None] = lambda _: None) -> None:
+        """Start Redis (unless given), migrate the database, start every child, wait for health."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.options.redis_url:
+            self.redis_url = self.options.redis_url
+            report(f"using Redis at {self.redis_url}")
+        else:
+            self.redis = RedisServer(directory=self.state_dir / "redis", persist=True)
+            self.redis.start()
+            self.redis_url = self.redis.url
+            report(f"started Redis at {self.redis_url}")
+        report("migrating the database")
+        _migrate(self.database_url)
+        self.children = self.plan()
+        for child in self.children:
+            child.process = spawn(child.command, child.env, child.log_path)
+            report(f"started {child.name} (pid {child.process.pid})")
+        self.write_state()
+        self.wait_healthy(report)
+
+    def wait_healthy(self, report: Callable[[str], None]) -> None:
+        """Block until every service answers /healthz with 200 and a worker answers a ping."""
+        deadline = time.monotonic() + self.options.startup_timeout
+        pending = {c.name: c for c in self.children if c.url}
+        worker_ready = False
+        with httpx.Client(timeout=2.0) as client:
+            while pending or not worker_ready:
+                self.check_alive()
+                for name, child in list(pending.items()):
+                    if _get_ok(client, f"{child.url}/healthz"):
+                        report(f"{name} healthy at {child.url}")
+                        del pending[name]
+                if not worker_ready and "synth" not in pending:
+                    workers = _get_json(client, f"{self.url('synth')}/v1/workers")
+                    worker_ready = bool(workers and workers.get("count"))
+                    if worker_ready:
+                        report("synth-worker answering")
+                if time.monotonic() > deadline:
+                    waiting = list(pending) + ([] if worker_ready else ["synth-worker"])
+                    raise StackError(
+                        f"not healthy after {self.options.startup_timeout:.0f}s: "
+                        f"{', '.join(waiting)} (logs in {self.state_dir / 'logs'})"
+                    )
+                time.sleep(0.2)
+
+    def url(self, name: str) -> str:
+        """Base URL of a service."""
+        for child in self.children:
+            if child.name == name and child.url:
+                return child.url
+        raise KeyError(name)
+
+    def check_alive(self) -> None:
+        """Raise ``StackError`` naming the first child that exited, with its log's tail."""
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                raise StackError(
+                    f"{child.name} exited with code {child.process.returncode}; "
+                    f"last lines of {child.log_path}:\n{tail(child.log_path)}"
+                )
+        if self.redis and self.redis.process and self.redis.process.poll() is not None:
+            raise StackError(f"redis-server exited with code {self.redis.process.returncode}")
+
+    def write_state(self) -> None:
+        """Record URLs and pids for ``astra status``."""
+        state: dict[str, Any] = {
+            "stack_id": self.stack_id,
+            "runner_pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "redis_url": self.redis_url,
+            "database_url": self.database_url,
+            "services": {
+                child.name: {
+                    "url": child.url,
+                    "pid": child.process.pid if child.process else None,
+                    "log": str(child.log_path),
+                }
+                for child in self.children
+            },
+        }
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def stop(self) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after a grace period) and Redis."""
+        stop_all([c.process for c in reversed(self.children) if c.process is not None])
+        if self.redis is not None:
+            self.redis.stop()
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _migrate(database_url: str) -> None:
+    from astra_common.db.migrate import upgrade  # imported late: Alembic is slow to import
+
+    upgrade(database_url)
+
+
+def _get_ok(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _get_json(client: httpx.Client, url: str) -> dict[str, Any] | None:
+    try:
+        response = client.get(url)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """The state file of a running stack, or None."""
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def health_report(state: dict[str, Any], timeout: float = 3.0) -> list[tuple[str, str, bool, str]]:
+    """(name, url, healthy, detail) for each service of a running stack, and for Redis."""
+    rows: list[tuple[str, str, bool, str]] = []
+    with httpx.Client(timeout=timeout) as client:
+        for name, info in state["services"].items():
+            if info["url"] is None:
+                continue
+            try:
+                response = client.get(f"{info['url']}/healthz")
+                body = response.json()
+                detail = ", ".join(f"{k}: {v}" for k, v in body.get("checks", {}).items())
+                rows.append((name, info["url"], response.status_code == 200, detail or "ok"))
+            except (httpx.HTTPError, ValueError) as exc:
+                rows.append((name, info["url"], False, f"unreachable: {exc}"))
+        synth = state["services"].get("synth", {}).get("url")
+        workers = _get_json(client, f"{synth}/v1/workers") if synth else None
+        count = int(workers["count"]) if workers else 0
+        rows.append(("synth-worker", "(celery)", count > 0, f"{count} worker(s) answering"))
+    return rows
