@@ -58,7 +58,9 @@ def postgres_admin_url() -> str:
         _try_start_local_postgres()
     reason = _postgres_reachable()
     if reason is not None:
-        pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN_URL} and none could be started: {reason}")
+        pytest.skip(
+            f"no PostgreSQL server at {POSTGRES_ADMIN_URL} and none could be started: {reason}"
+        )
     return POSTGRES_ADMIN_URL
 
 

@@ -1,6 +1,6 @@
 """Generate (``write``) or verify (``check``) docs/configuration.md from the settings classes.
 
-    python -m astra.config_docs write docs/configuration.md
+python -m astra.config_docs write docs/configuration.md
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def render() -> str:
     parts = [HEADER]
     for title, settings_type in SETTINGS.items():
         prefix = settings_type.model_config.get("env_prefix", "")
-        parts.append(f"\n## {title}\n\n| variable | type | default | meaning |\n|---|---|---|---|\n")
+        parts.append(
+            f"\n## {title}\n\n| variable | type | default | meaning |\n|---|---|---|---|\n"
+        )
         for name, field in settings_type.model_fields.items():
             annotation = _type_name(field.annotation)
             description = " ".join((field.description or "").split()).replace("|", "\\|")

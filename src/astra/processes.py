@@ -37,7 +37,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             start_new_session=True,  # its own group: signals reach its children too
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run at spawn time
+            preexec_fn=_die_with_parent,
         )
     finally:
         if log is not None:

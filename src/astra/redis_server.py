@@ -77,7 +77,9 @@ class RedisServer:
 
     def command(self) -> list[str]:
         """The command line that starts the server."""
-        persistence = ["--appendonly", "yes"] if self.persist else ["--save", "", "--appendonly", "no"]
+        persistence = (
+            ["--appendonly", "yes"] if self.persist else ["--save", "", "--appendonly", "no"]
+        )
         return [
             find_redis_binary(),
             "--bind", self.host,

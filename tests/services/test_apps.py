@@ -61,7 +61,8 @@ async def test_health_metrics_and_openapi(service: str, redis_url: str, tmp_path
         body = health.json()
         assert body["service"] == service
         assert body["status"] == "ok"
-        assert body["checks"] and all(v == "ok" for v in body["checks"].values())
+        assert body["checks"]
+        assert all(v == "ok" for v in body["checks"].values())
 
         info = (await client.get("/v1/info")).json()
         assert info == {
@@ -127,7 +128,7 @@ async def test_trainer_policy_pointer(redis_url: str, tmp_path: Path) -> None:
 
 
 async def test_bearer_auth_protects_routes() -> None:
-    settings = ServiceSettings(api_token="s3cret")  # type: ignore[arg-type]
+    settings = ServiceSettings(api_token="s3cret")
     router = APIRouter()
 
     @router.post("/things", dependencies=[Depends(bearer_auth(settings))])
@@ -149,7 +150,7 @@ async def test_bearer_auth_protects_routes() -> None:
 def test_production_requires_token() -> None:
     with pytest.raises(ValidationError, match="ASTRA_ROLLOUT_API_TOKEN must be set"):
         RolloutSettings(environment="production")
-    assert RolloutSettings(environment="production", api_token="x").api_token is not None  # type: ignore[arg-type]
+    assert RolloutSettings(environment="production", api_token="x").api_token is not None
 
 
 def _run_entry_point(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,14 @@ from astra_proto.environment import (
     SubQuestion,
     VerificationCertificate,
 )
-from astra_proto.episode import Episode, EpisodeState, ToolCallRecord
+from astra_proto.episode import (
+    DistractorRef,
+    Episode,
+    EpisodeRequest,
+    EpisodeState,
+    ScoreRequest,
+    ToolCallRecord,
+)
 from astra_proto.jobs import JobKind, JobState, StageProgress, SynthesisJob
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import POLICY_KEY, TRAJECTORY_STREAM, PolicyPointer, StreamEnvelope
@@ -28,8 +35,10 @@ __all__ = [
     "TRAJECTORY_STREAM",
     "BuiltinBackend",
     "ContractModel",
+    "DistractorRef",
     "EnvironmentSpec",
     "Episode",
+    "EpisodeRequest",
     "EpisodeState",
     "FinishReason",
     "FunctionCall",
@@ -42,6 +51,7 @@ __all__ = [
     "ReplayRecord",
     "RewardBreakdown",
     "ScenarioType",
+    "ScoreRequest",
     "StageProgress",
     "StreamEnvelope",
     "SubQuestion",

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from astra_proto.chat import Message, ToolCall
 from astra_proto.environment import EnvironmentSpec, SubQuestion, VerificationCertificate
-from astra_proto.episode import Episode, ToolCallRecord
+from astra_proto.episode import Episode, EpisodeRequest, ScoreRequest, ToolCallRecord
 from astra_proto.jobs import SynthesisJob
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import PolicyPointer, StreamEnvelope
@@ -29,6 +29,8 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "VerificationCertificate": VerificationCertificate,
     "Episode": Episode,
     "ToolCallRecord": ToolCallRecord,
+    "EpisodeRequest": EpisodeRequest,
+    "ScoreRequest": ScoreRequest,
     "Message": Message,
     "ToolCall": ToolCall,
     "Trajectory": Trajectory,

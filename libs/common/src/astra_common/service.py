@@ -13,10 +13,15 @@ from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
-from pydantic import ValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import ValidationError
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.routing import Match
 
@@ -27,6 +32,7 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 class StartupError(RuntimeError):
     """The service cannot start as configured; the message says why and what to change."""
+
 
 HealthCheck = Callable[[], Awaitable[None]]
 """A readiness probe: returns when the dependency is usable, raises otherwise."""

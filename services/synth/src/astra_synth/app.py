@@ -23,7 +23,7 @@ def workers_router(celery_app: Celery) -> APIRouter:
 
     @router.get("/workers", summary="Celery workers that answered a ping within a second")
     async def workers() -> dict[str, Any]:
-        replies = await asyncio.to_thread(celery_app.control.ping, timeout=1.0)
+        replies = await asyncio.to_thread(celery_app.control.ping, timeout=1.0) or []
         names = sorted(name for reply in replies for name in reply)
         return {"count": len(names), "workers": names}
 

@@ -131,6 +131,7 @@ class EpisodeRow(Base):
     owner_url: Mapped[str | None] = mapped_column(Text)
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON_VALUE)
     distractor_tools: Mapped[list[str]] = mapped_column(JSON_VALUE)
+    turn: Mapped[int] = mapped_column(Integer)
     reward: Mapped[dict[str, Any] | None] = mapped_column(JSON_OR_NULL)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -150,6 +151,7 @@ class EpisodeCallRow(Base):
     result: Mapped[Any] = mapped_column(JSON_VALUE, nullable=True)
     error: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
+    turn: Mapped[int] = mapped_column(Integer)
     distractor: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 

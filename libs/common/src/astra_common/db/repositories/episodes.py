@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,7 @@ class EpisodeRepository:
                 "owner_url": owner_url,
                 "tools": [tool.model_dump(mode="json") for tool in episode.tools],
                 "distractor_tools": episode.distractor_tools,
+                "turn": episode.turn,
                 "reward": episode.reward.model_dump(mode="json") if episode.reward else None,
                 "created_at": episode.created_at,
                 "last_active_at": episode.last_active_at,
@@ -79,6 +80,7 @@ class EpisodeRepository:
             mcp_url=row.mcp_url,
             tools=row.tools,
             distractor_tools=row.distractor_tools,
+            turn=row.turn,
             calls=[_call(call) for call in calls],
             reward=RewardBreakdown.model_validate(row.reward) if row.reward is not None else None,
             created_at=row.created_at,
@@ -128,6 +130,22 @@ class EpisodeRepository:
         record = record.model_copy(update={"seq": int(next_seq or 0)})
         await self.session.execute(insert(EpisodeCallRow).values(_call_values(episode_id, record)))
         return record
+
+    async def record_calls(self, episode_id: str, calls: Sequence[ToolCallRecord]) -> None:
+        """Store calls at the positions they carry (a write-behind journal's batch).
+
+        ``ConflictError`` (from the database) when a position is already taken.
+        """
+        if not calls:
+            return
+        await self.session.execute(
+            insert(EpisodeCallRow), [_call_values(episode_id, call) for call in calls]
+        )
+        await self.touch(episode_id, at=max(call.at for call in calls))
+
+    async def set_turn(self, episode_id: str, turn: int) -> None:
+        """Record the episode's current user turn."""
+        await self._update(episode_id, turn=turn)
 
     async def set_state(self, episode_id: str, state: EpisodeState) -> None:
         """Move the episode to ``state``; ``NotFoundError`` when there is no such episode."""
@@ -197,6 +215,7 @@ def _call(row: EpisodeCallRow) -> ToolCallRecord:
         result=row.result,
         error=row.error,
         latency_ms=row.latency_ms,
+        turn=row.turn,
         distractor=row.distractor,
         at=row.at,
     )

@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("owner_url", sa.Text(), nullable=True),
         sa.Column("tools", _json(), nullable=False),
         sa.Column("distractor_tools", _json(), nullable=False),
+        sa.Column("turn", sa.Integer(), nullable=False),
         sa.Column("reward", _json(none_as_null=True), nullable=True),
         sa.Column("created_at", _timestamp(), nullable=False),
         sa.Column("last_active_at", _timestamp(), nullable=False),
@@ -97,6 +98,7 @@ def upgrade() -> None:
         sa.Column("result", _json(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("latency_ms", sa.Float(), nullable=False),
+        sa.Column("turn", sa.Integer(), nullable=False),
         sa.Column("distractor", sa.Boolean(), nullable=False),
         sa.Column("at", _timestamp(), nullable=False),
         sa.ForeignKeyConstraint(
