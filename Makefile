@@ -16,6 +16,8 @@ $(BIN)/.installed: $(PYPROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt $(PACKAGES)
+	# BFCL's data, executable backends and checker; its declared dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps bfcl-eval==2026.3.23
 	touch $@
 
 install: $(BIN)/.installed

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev extras
+import jsonschema
 import pytest
 from pydantic import BaseModel, ValidationError
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from astra_proto.base import ContractModel
@@ -30,6 +32,14 @@ class RewardBreakdown(ContractModel):
     f1: float = Field(ge=0.0, le=1.0)
     solved_ids: list[str] = Field(default_factory=list)
     final_answer_correct: bool | None = None
+    verifier: str = Field(
+        default="subquestion_f1",
+        description="What scored it: 'subquestion_f1' (the F1 above), or a benchmark's own "
+        "checker (e.g. 'bfcl_multi_turn', where f1 is 1 for a pass and 0 otherwise).",
+    )
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Verifier-specific findings (e.g. a checker's error)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RewardBreakdown:

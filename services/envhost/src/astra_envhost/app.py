@@ -1,41 +1,114 @@
-"""The envhost FastAPI app."""
+"""The envhost app: REST episodes, MCP endpoints for environments and episodes."""
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.routing import Route
 
-from astra_common.db.engine import create_engine
+from astra_common.db import Database
 from astra_common.health import database_check
-from astra_common.service import StartupError, closing_lifespan, create_service_app
+from astra_common.service import StartupError, bearer_auth, create_service_app
 from astra_envhost import __version__
+from astra_envhost.api import RedirectToOwner, episodes_router, redirect_to_owner
+from astra_envhost.episodes import EnvironmentKind, EpisodeManager
+from astra_envhost.kinds import SandboxFactory, builtin_kinds
+from astra_envhost.mcp_server import MCPEndpoint, create_mcp_server, security_settings
+from astra_envhost.registry import EnvironmentRegistry
+from astra_envhost.sandbox import (
+    SandboxBackend,
+    SandboxLimits,
+    SandboxUnavailableError,
+    check_sandbox_available,
+)
 from astra_envhost.settings import EnvhostSettings
+
+MCP_METHODS = ["GET", "POST", "DELETE"]
 
 
 def check_isolation(settings: EnvhostSettings) -> None:
-    """Refuse to start without a sandbox for untrusted tool code, unless told otherwise."""
-    if settings.sandbox == "bubblewrap" and shutil.which("bwrap") is None:
-        raise StartupError(
-            "sandbox=bubblewrap but the bwrap binary is not installed "
-            "(apt-get install bubblewrap); refusing to run untrusted tool code without isolation"
-        )
+    """Refuse to start without a working sandbox for untrusted tool code, unless told otherwise.
+
+    The check runs a trivial tool in a real sandbox once and verifies its isolation.
+    """
     if settings.sandbox == "none" and not settings.allow_unsandboxed:
         raise StartupError(
             "sandbox=none runs untrusted tool code without isolation; set "
             "ASTRA_ENVHOST_ALLOW_UNSANDBOXED=true to allow it for development"
         )
+    try:
+        check_sandbox_available(settings.sandbox)
+    except SandboxUnavailableError as exc:
+        raise StartupError(f"{exc}; refusing to run untrusted tool code") from None
 
 
-def create_app(settings: EnvhostSettings) -> FastAPI:
-    """Build the envhost app; raises ``StartupError`` when isolation is missing."""
+def sandbox_factory(settings: EnvhostSettings) -> SandboxFactory:
+    """Sandboxed backends with the configured isolation and limits."""
+    limits = SandboxLimits(
+        call_timeout_s=settings.tool_timeout_s,
+        cpu_seconds=settings.tool_cpu_s,
+        memory_bytes=settings.tool_memory_mb * 1024 * 1024,
+        max_output_bytes=settings.tool_output_bytes,
+    )
+    return lambda tools: SandboxBackend(tools, limits=limits, mode=settings.sandbox)
+
+
+def create_app(
+    settings: EnvhostSettings, kinds: dict[str, EnvironmentKind] | None = None
+) -> FastAPI:
+    """Build the envhost app; raises ``StartupError`` when isolation is missing.
+
+    ``kinds`` replaces the built-in environment kinds (tests use it to inject doubles).
+    """
     check_isolation(settings)
-    engine = create_engine(settings.database_url)
+    database = Database(settings.database_url)
+    registry = EnvironmentRegistry(database)
+    manager = EpisodeManager(
+        database=database,
+        registry=registry,
+        kinds=kinds if kinds is not None else builtin_kinds(sandbox_factory(settings)),
+        base_url=settings.base_url(),
+        max_episodes=settings.max_episodes,
+        idle_timeout=settings.episode_idle_timeout_s,
+    )
+    public_host = urlsplit(settings.base_url()).netloc
+    session_manager = StreamableHTTPSessionManager(
+        app=create_mcp_server(manager),
+        json_response=True,
+        security_settings=security_settings([public_host, *settings.allowed_hosts]),
+        max_sessions=settings.max_episodes,
+        session_idle_timeout=settings.episode_idle_timeout_s,
+    )
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    endpoint = MCPEndpoint(session_manager, manager, token)
 
-    return create_service_app(
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await manager.start()
+        try:
+            async with session_manager.run():
+                yield
+        finally:
+            await manager.stop()
+            await database.dispose()
+
+    app = create_service_app(
         service="envhost",
         version=__version__,
         settings=settings,
-        health_checks={"database": database_check(engine)},
-        lifespan=closing_lifespan(engine.dispose),
+        routers=[episodes_router(manager, bearer_auth(settings))],
+        health_checks={"database": database_check(database.engine)},
+        lifespan=lifespan,
     )
+    app.add_exception_handler(RedirectToOwner, redirect_to_owner)
+    app.router.routes.append(Route("/envs/{env_id}/mcp", endpoint=endpoint, methods=MCP_METHODS))
+    app.router.routes.append(
+        Route("/episodes/{episode_id}/mcp", endpoint=endpoint, methods=MCP_METHODS)
+    )
+    app.state.episodes = manager
+    app.state.registry = registry
+    return app

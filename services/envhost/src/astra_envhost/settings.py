@@ -35,6 +35,24 @@ class EnvhostSettings(ServiceSettings):
     allow_unsandboxed: bool = False
     """Permit sandbox=none. Only for development: synthesized code is untrusted."""
 
+    max_episodes: int = Field(default=10_000, ge=1)
+    """Open episodes this replica holds at most; more are refused with 503."""
+
+    episode_idle_timeout_s: float = Field(default=1800.0, gt=0)
+    """An episode with no activity for this long is closed (state expired)."""
+
+    tool_timeout_s: float = Field(default=10.0, gt=0)
+    """Wall-clock limit of one sandboxed tool call."""
+
+    tool_cpu_s: int = Field(default=10, ge=1)
+    """CPU seconds a sandbox worker may use in all (RLIMIT_CPU)."""
+
+    tool_memory_mb: int = Field(default=256, ge=32)
+    """Address-space limit of a sandbox worker, in MiB (RLIMIT_AS)."""
+
+    tool_output_bytes: int = Field(default=1_000_000, ge=1024)
+    """Largest tool result accepted from the sandbox; larger ones are a tool error."""
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:

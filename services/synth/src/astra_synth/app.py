@@ -9,10 +9,11 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import APIRouter, FastAPI
 
-from astra_common.db.engine import create_engine
+from astra_common.db import Database
 from astra_common.health import database_check, redis_check
-from astra_common.service import closing_lifespan, create_service_app
+from astra_common.service import bearer_auth, closing_lifespan, create_service_app
 from astra_synth import __version__
+from astra_synth.environments import environments_router
 from astra_synth.settings import SynthSettings
 from astra_synth.worker import create_celery_app
 
@@ -32,14 +33,17 @@ def workers_router(celery_app: Celery) -> APIRouter:
 
 def create_app(settings: SynthSettings) -> FastAPI:
     """Build the synth API app."""
-    engine = create_engine(settings.database_url)
+    database = Database(settings.database_url)
     celery_app = create_celery_app(settings)
     broker = aioredis.Redis.from_url(settings.redis_url)
     return create_service_app(
         service="synth",
         version=__version__,
         settings=settings,
-        routers=[workers_router(celery_app)],
-        health_checks={"database": database_check(engine), "broker": redis_check(broker)},
-        lifespan=closing_lifespan(engine.dispose, broker.aclose),
+        routers=[
+            workers_router(celery_app),
+            environments_router(database, bearer_auth(settings)),
+        ],
+        health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
+        lifespan=closing_lifespan(database.dispose, broker.aclose),
     )

@@ -1,0 +1,111 @@
+"""The environment registry over REST: register, list with filters, read one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import BaseModel
+
+from astra_common.db import Database, EnvironmentFilter, ImmutableError, NotFoundError
+from astra_proto import EnvironmentSpec, ScenarioType
+
+MAX_PAGE = 500
+
+
+class EnvironmentSummary(BaseModel):
+    """One environment in a listing."""
+
+    id: str
+    kind: str
+    source: str | None
+    domain: str
+    scenario_type: ScenarioType | None
+    split: str
+    hops: int
+    tools: int
+    task: str
+
+    @classmethod
+    def of(cls, spec: EnvironmentSpec) -> EnvironmentSummary:
+        return cls(
+            id=spec.id,
+            kind=spec.kind,
+            source=spec.provenance.source if spec.provenance else None,
+            domain=spec.domain,
+            scenario_type=spec.scenario_type,
+            split=spec.split,
+            hops=spec.hops,
+            tools=len(spec.tool_names()),
+            task=spec.task[:200],
+        )
+
+
+class EnvironmentPage(BaseModel):
+    """A page of environments and how many match in all."""
+
+    total: int
+    items: list[EnvironmentSummary]
+
+
+class Registered(BaseModel):
+    """The outcome of registering a spec."""
+
+    id: str
+    created: bool
+
+
+def environments_router(
+    database: Database, auth: Callable[..., Awaitable[None]]
+) -> APIRouter:
+    """Routes of the environment registry."""
+    router = APIRouter(prefix="/environments", tags=["environments"])
+
+    @router.post("", dependencies=[Depends(auth)], summary="Register an environment spec")
+    async def register(spec: EnvironmentSpec, response: Response) -> Registered:
+        try:
+            async with database.transaction() as repos:
+                registration = await repos.environments.register(spec)
+        except ImmutableError as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        response.status_code = 201 if registration.created else 200
+        return Registered(id=registration.spec.id, created=registration.created)
+
+    @router.get("", summary="Environments matching every given filter")
+    async def list_environments(
+        kind: str | None = None,
+        source: str | None = None,
+        domain: str | None = None,
+        scenario_type: ScenarioType | None = None,
+        split: str | None = None,
+        job_id: str | None = None,
+        min_hops: Annotated[int | None, Query(ge=0)] = None,
+        max_hops: Annotated[int | None, Query(ge=0)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> EnvironmentPage:
+        where = EnvironmentFilter(
+            kind=kind,
+            source=source,
+            domain=domain,
+            scenario_type=scenario_type,
+            split=split,
+            job_id=job_id,
+            min_hops=min_hops,
+            max_hops=max_hops,
+        )
+        async with database.transaction() as repos:
+            total = await repos.environments.count(where)
+            specs = await repos.environments.list(where, limit=limit, offset=offset)
+        return EnvironmentPage(total=total, items=[EnvironmentSummary.of(s) for s in specs])
+
+    @router.get("/{env_id}", summary="One environment: spec and verification certificate")
+    async def read(env_id: str) -> EnvironmentSpec:
+        try:
+            async with database.transaction() as repos:
+                return await repos.environments.get(env_id)
+        except NotFoundError:
+            raise HTTPException(404, detail=f"no environment {env_id!r} is registered") from None
+
+    return router

@@ -1,0 +1,160 @@
+"""envhost test support: test environments, a migrated database, real servers on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from astra.redis_server import free_port
+from astra_common.db import Database
+from astra_common.db.migrate import upgrade_async
+from astra_envhost.app import create_app
+from astra_envhost.settings import EnvhostSettings
+from astra_proto import EnvironmentSpec, SubQuestion, SyntheticTool, ToolSpec
+
+CITY_CODE = textwrap.dedent(
+    """
+    CITIES = {"paris": "c-75", "lyon": "c-69"}
+
+    def get_city_id(name):
+        key = name.strip().lower()
+        if key not in CITIES:
+            raise ValueError(f"unknown city {name!r}")
+        return {"city_id": CITIES[key]}
+    """
+)
+FORECAST_CODE = textwrap.dedent(
+    """
+    FORECASTS = {"c-75": {"temperature_c": 21, "condition": "sunny"},
+                 "c-69": {"temperature_c": 18, "condition": "rain"}}
+    BOOKED = []
+
+    def get_forecast(city_id, days=1):
+        if city_id not in FORECASTS:
+            raise KeyError(f"no forecast for {city_id}")
+        BOOKED.append(city_id)  # state, to show that episodes do not share it
+        return {**FORECASTS[city_id], "days": days, "lookups": len(BOOKED)}
+    """
+)
+SLOW_CODE = "def spin(seconds):\n    while True:\n        pass\n"
+
+
+def tool(name: str, description: str, code: str, properties: dict[str, Any]) -> SyntheticTool:
+    required = [key for key, value in properties.items() if not value.pop("optional", False)]
+    return SyntheticTool(
+        spec=ToolSpec(
+            name=name,
+            description=description,
+            parameters={"type": "object", "properties": properties, "required": required},
+        ),
+        code=code,
+        entrypoint=name,
+    )
+
+
+def weather_spec(domain: str = "travel") -> EnvironmentSpec:
+    """Two hops: the city's id, then its forecast."""
+    return EnvironmentSpec(
+        task="How warm will it be in Paris tomorrow?",
+        answer="21",
+        domain=domain,
+        scenario_type="multi_hop",
+        sub_questions=[
+            SubQuestion(id="q1", question="Id of Paris?", answer="c-75", tool_name="get_city_id"),
+            SubQuestion(
+                id="q2",
+                question="Temperature for that id?",
+                answer="21",
+                depends_on=["q1"],
+                tool_name="get_forecast",
+            ),
+        ],
+        tools=[
+            tool("get_city_id", "Look up a city's id.", CITY_CODE, {"name": {"type": "string"}}),
+            tool(
+                "get_forecast",
+                "Forecast for a city id.",
+                FORECAST_CODE,
+                {
+                    "city_id": {"type": "string"},
+                    "days": {"type": "integer", "minimum": 1, "optional": True},
+                },
+            ),
+        ],
+    )
+
+
+def slow_spec() -> EnvironmentSpec:
+    """One tool that never returns, to test timeouts."""
+    return EnvironmentSpec(
+        task="Spin.",
+        domain="testing",
+        sub_questions=[SubQuestion(id="q1", question="spin", answer="x", tool_name="spin")],
+        tools=[tool("spin", "Never returns.", SLOW_CODE, {"seconds": {"type": "number"}})],
+    )
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
+    await upgrade_async(url)
+    return url
+
+
+async def register(database_url: str, *specs: EnvironmentSpec) -> None:
+    async with Database(database_url) as database, database.transaction() as repos:
+        for spec in specs:
+            await repos.environments.register(spec)
+
+
+@asynccontextmanager
+async def running(app: FastAPI, port: int) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on loopback (real HTTP) for the duration of the block."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(20):
+            await task
+
+
+ServerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def envhost_settings(database_url: str) -> Callable[..., EnvhostSettings]:
+    def make(**overrides: Any) -> EnvhostSettings:
+        port = overrides.pop("port", None) or free_port()
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "port": port,
+            "tool_timeout_s": 2.0,
+            "tool_cpu_s": 5,
+        }
+        return EnvhostSettings(**(values | overrides))
+
+    return make
+
+
+@asynccontextmanager
+async def envhost(settings: EnvhostSettings) -> AsyncIterator[str]:
+    """A real envhost on its own port."""
+    async with running(create_app(settings), settings.port) as url:
+        yield url
