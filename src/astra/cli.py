@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from astra import __version__
+from astra.cli_envs import envs_app
 from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(envs_app, name="envs")
 console = Console()
 err_console = Console(stderr=True)
 

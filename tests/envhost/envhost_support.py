@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
+from http_support import running
 
 from astra.redis_server import free_port
 from astra_common.db import Database
@@ -113,26 +111,6 @@ async def register(database_url: str, *specs: EnvironmentSpec) -> None:
     async with Database(database_url) as database, database.transaction() as repos:
         for spec in specs:
             await repos.environments.register(spec)
-
-
-@asynccontextmanager
-async def running(app: FastAPI, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on loopback (real HTTP) for the duration of the block."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(20):
-            await task
 
 
 ServerFactory = Callable[..., Any]

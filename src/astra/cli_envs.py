@@ -1,0 +1,128 @@
+"""``astra envs``: the environment registry from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from astra.api_client import ApiClient, ApiError, service_url
+
+envs_app = typer.Typer(help="Import, list and show environments.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+SynthUrl = Annotated[
+    str | None, typer.Option("--synth-url", help="synth API (default: the running stack).")
+]
+Token = Annotated[str | None, typer.Option("--token", envvar="ASTRA_API_TOKEN", help="API token.")]
+StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidden=True)]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(1)
+
+
+@envs_app.command("import")
+def import_benchmark(
+    source: Annotated[str, typer.Argument(help="What to import: bfcl.")],
+    category: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--category", "-c", help="BFCL category (base, miss_func, miss_param, long_context)."
+        ),
+    ] = None,
+    entry: Annotated[
+        list[str] | None, typer.Option("--entry", help="Only these entry ids.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many entries per category.")
+    ] = None,
+    synth_url: SynthUrl = None,
+    token: Token = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """Register a benchmark's tasks as environments (BFCL v3 multi-turn)."""
+    if source != "bfcl":
+        raise _fail(f"unknown source {source!r}; importable: bfcl")
+    from astra_envhost.bfcl import bfcl_environments  # imported late: it reads the dataset
+
+    try:
+        specs = bfcl_environments(category, limit, entry)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    created = existing = 0
+    url = service_url("synth", synth_url, state_dir)
+    try:
+        with ApiClient(url, token) as client, Progress(console=console) as progress:
+            task = progress.add_task(
+                f"registering {len(specs)} BFCL environments", total=len(specs)
+            )
+            for spec in specs:
+                response = client.post("/v1/environments", spec.model_dump(mode="json"))
+                if response.json()["created"]:
+                    created += 1
+                else:
+                    existing += 1
+                progress.advance(task)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{created} environments registered, {existing} were already there ({url})")
+
+
+@envs_app.command("list")
+def list_environments(
+    source: Annotated[
+        str | None, typer.Option(help="Only this source (bfcl, procedural...).")
+    ] = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    min_hops: Annotated[int | None, typer.Option(help="At least this many hops.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 50,
+    synth_url: SynthUrl = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """List registered environments."""
+    params = {
+        key: value
+        for key, value in {
+            "source": source, "domain": domain, "split": split, "min_hops": min_hops,
+            "limit": limit,
+        }.items()
+        if value is not None
+    }  # fmt: skip
+    try:
+        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
+            page = client.get("/v1/environments", params=params)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"{len(page['items'])} of {page['total']} environments")
+    for column in ("id", "source", "domain", "split", "hops", "tools", "task"):
+        table.add_column(column, overflow="fold")
+    for item in page["items"]:
+        table.add_row(
+            item["id"], str(item["source"]), item["domain"], item["split"], str(item["hops"]),
+            str(item["tools"]), item["task"][:60],
+        )  # fmt: skip
+    console.print(table)
+
+
+@envs_app.command("show")
+def show_environment(
+    env_id: Annotated[str, typer.Argument(help="Environment id.")],
+    synth_url: SynthUrl = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """Print one environment's spec (JSON)."""
+    try:
+        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
+            spec = client.get(f"/v1/environments/{env_id}")
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print_json(json.dumps(spec))
