@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from astra_common.db import Database, Repositories
+from astra_common.db import Database, DatabaseError, Repositories
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,28 @@ class EpisodeJournal:
                 return
             batch, self.pending = self.pending, []
             try:
-                async with self.database.transaction() as repos:
-                    for operation in batch:
-                        await operation(repos)
+                await self._apply(batch)
+            except DatabaseError:
+                # A write the database refuses for good (a conflict, a missing row) must not
+                # block the ones after it: apply them one by one and drop only the refused.
+                await self._apply_one_by_one(batch)
             except Exception:
                 self.pending = batch + self.pending
+                raise
+
+    async def _apply(self, batch: list[Operation]) -> None:
+        async with self.database.transaction() as repos:
+            for operation in batch:
+                await operation(repos)
+
+    async def _apply_one_by_one(self, batch: list[Operation]) -> None:
+        for index, operation in enumerate(batch):
+            try:
+                await self._apply([operation])
+            except DatabaseError:
+                log.exception("episode journal dropped a write the database refused")
+            except Exception:
+                self.pending = batch[index:] + self.pending
                 raise
 
     async def _run(self) -> None:

@@ -1,0 +1,74 @@
+"""The write-behind journal: batches in order, keeps writes while the database is down, and
+drops only writes the database refuses for good."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from envhost_support import register, weather_spec
+
+from astra_common.db import Database, NotFoundError, Repositories
+from astra_common.db.migrate import upgrade_async
+from astra_envhost.journal import EpisodeJournal
+from astra_proto import Episode, EpisodeState
+
+
+def episode(episode_id: str, env_id: str) -> Episode:
+    now = datetime.now(UTC)
+    return Episode(
+        id=episode_id, env_id=env_id, mcp_url="http://x/mcp", tools=[],
+        created_at=now, last_active_at=now,
+    )  # fmt: skip
+
+
+async def test_refused_writes_are_dropped_and_the_rest_applied(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with Database(database_url) as database:
+        journal = EpisodeJournal(database)
+
+        async def create(repos: Repositories) -> None:
+            await repos.episodes.create(episode("ep_1", spec.id))
+
+        async def refused(repos: Repositories) -> None:
+            await repos.episodes.create(episode("ep_2", "env_not_registered"))
+
+        async def close(repos: Repositories) -> None:
+            await repos.episodes.set_state("ep_1", EpisodeState.CLOSED)
+
+        for operation in (create, refused, close):
+            journal.add(operation)
+        with caplog.at_level(logging.ERROR):
+            await journal.flush()
+        assert journal.pending == []
+        assert "dropped a write" in caplog.text
+        async with database.transaction() as repos:
+            assert (await repos.episodes.get("ep_1")).state == EpisodeState.CLOSED
+            with pytest.raises(NotFoundError):
+                await repos.episodes.get("ep_2")
+
+
+async def test_writes_are_kept_while_the_database_is_unreachable(tmp_path: Path) -> None:
+    missing = tmp_path / "not-yet" / "astra.db"
+    url = f"sqlite+aiosqlite:///{missing}"
+    async with Database(url) as database:
+        journal = EpisodeJournal(database)
+        spec = weather_spec()
+
+        async def create(repos: Repositories) -> None:
+            await repos.environments.register(spec)
+
+        journal.add(create)
+        with pytest.raises(Exception, match="no such table"):
+            await journal.flush()  # the schema is not there yet: an operational failure
+        assert len(journal.pending) == 1
+        await upgrade_async(url)
+        await journal.flush()
+        assert journal.pending == []
+        async with database.transaction() as repos:
+            assert await repos.environments.exists(spec.id)
