@@ -20,6 +20,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -73,7 +74,7 @@ async def bench(url: str, records: int, batch: int) -> None:
     started = time.perf_counter()
     consumed = 0
     while consumed < records:
-        reply = await client.xreadgroup("g", "c", {raw_stream: ">"}, count=batch)
+        reply: Any = await client.xreadgroup("g", "c", {raw_stream: ">"}, count=batch)
         ids = [entry_id for _, entries in reply for entry_id, _ in entries]
         if ids:
             await client.xack(raw_stream, "g", *ids)

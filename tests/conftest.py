@@ -6,13 +6,16 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from astra.redis_server import RedisServer
+from astra.redis_server import RedisServer, free_port
+from astra_common.db.migrate import upgrade_async
+from astra_envhost.settings import EnvhostSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -76,3 +79,25 @@ def postgres_database(postgres_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
+    await upgrade_async(url)
+    return url
+
+
+@pytest.fixture
+def envhost_settings(database_url: str) -> Callable[..., EnvhostSettings]:
+    def make(**overrides: Any) -> EnvhostSettings:
+        port = overrides.pop("port", None) or free_port()
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "port": port,
+            "tool_timeout_s": 2.0,
+            "tool_cpu_s": 5,
+        }
+        return EnvhostSettings(**(values | overrides))
+
+    return make

@@ -5,15 +5,11 @@ from __future__ import annotations
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import pytest
 from http_support import running
 
-from astra.redis_server import free_port
 from astra_common.db import Database
-from astra_common.db.migrate import upgrade_async
 from astra_envhost.app import create_app
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import EnvironmentSpec, SubQuestion, SyntheticTool, ToolSpec
@@ -100,13 +96,6 @@ def slow_spec() -> EnvironmentSpec:
     )
 
 
-@pytest.fixture
-async def database_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
-    await upgrade_async(url)
-    return url
-
-
 async def register(database_url: str, *specs: EnvironmentSpec) -> None:
     async with Database(database_url) as database, database.transaction() as repos:
         for spec in specs:
@@ -114,21 +103,6 @@ async def register(database_url: str, *specs: EnvironmentSpec) -> None:
 
 
 ServerFactory = Callable[..., Any]
-
-
-@pytest.fixture
-def envhost_settings(database_url: str) -> Callable[..., EnvhostSettings]:
-    def make(**overrides: Any) -> EnvhostSettings:
-        port = overrides.pop("port", None) or free_port()
-        values: dict[str, Any] = {
-            "database_url": database_url,
-            "port": port,
-            "tool_timeout_s": 2.0,
-            "tool_cpu_s": 5,
-        }
-        return EnvhostSettings(**(values | overrides))
-
-    return make
 
 
 @asynccontextmanager

@@ -81,7 +81,8 @@ class EpisodeJournal:
     async def stop(self) -> None:
         """Stop the background task and flush what is left."""
         if self._task is not None:
-            self._task.cancel()
+            async with self._lock:  # let a flush in progress finish its transaction first
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

@@ -56,9 +56,7 @@ class Registered(BaseModel):
     created: bool
 
 
-def environments_router(
-    database: Database, auth: Callable[..., Awaitable[None]]
-) -> APIRouter:
+def environments_router(database: Database, auth: Callable[..., Awaitable[None]]) -> APIRouter:
     """Routes of the environment registry."""
     router = APIRouter(prefix="/environments", tags=["environments"])
 
