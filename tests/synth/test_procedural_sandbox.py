@@ -14,8 +14,8 @@ import pytest
 
 from astra_envhost.backends import ToolExecutionError
 from astra_envhost.sandbox import SandboxBackend, SandboxLimits, find_bwrap
-from astra_envhost.scoring import output_holds_answer
 from astra_proto import EnvironmentSpec
+from astra_proto.answers import output_holds_answer
 from astra_synth.procedural import (
     abuild_certificate,
     attach_certificate,
