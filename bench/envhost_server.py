@@ -29,16 +29,13 @@ from astra_common.db.migrate import upgrade
 from astra_envhost.app import create_app, sandbox_factory
 from astra_envhost.backends import EpisodeRuntime, ToolExecutionError
 from astra_envhost.episodes import EnvironmentKind
-from astra_envhost.kinds import builtin_kinds
-from astra_envhost.scoring import score_synthetic
+from astra_envhost.kinds import builtin_kinds, score_subquestions
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import (
     BuiltinBackend,
     EnvironmentSpec,
-    RewardBreakdown,
     SubQuestion,
     SyntheticTool,
-    ToolCallRecord,
     ToolSpec,
 )
 
@@ -130,15 +127,7 @@ def inprocess_kind() -> EnvironmentKind:
         backend = InProcessBackend()
         return EpisodeRuntime({tool.name: backend for tool in spec.builtin_tools})
 
-    def score(
-        spec: EnvironmentSpec,
-        calls: list[ToolCallRecord],
-        final_answer: str | None,
-        _: EpisodeRuntime,
-    ) -> RewardBreakdown:
-        return score_synthetic(spec, calls, final_answer)
-
-    return EnvironmentKind(create_runtime=create_runtime, score=score)
+    return EnvironmentKind(create_runtime=create_runtime, score=score_subquestions)
 
 
 class LookupArguments(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -110,3 +111,22 @@ async def envhost(settings: EnvhostSettings) -> AsyncIterator[str]:
     """A real envhost on its own port."""
     async with running(create_app(settings), settings.port) as url:
         yield url
+
+
+def descendants(pid: int) -> set[int]:
+    """Live processes below ``pid`` (and ``pid`` itself), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+    found = {pid} if pid in parents else set()
+    grew = True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in found}
+        grew = not below <= found
+        found |= below
+    return found

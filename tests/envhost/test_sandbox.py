@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from envhost_support import descendants
 
 from astra_envhost.backends import EpisodeBackend, ToolExecutionError
 from astra_envhost.sandbox import (
@@ -70,25 +71,6 @@ async def sandbox(
         yield backend
     finally:
         await backend.close()
-
-
-def descendants(pid: int) -> set[int]:
-    """Live processes below ``pid`` (and ``pid`` itself), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-    found = {pid} if pid in parents else set()
-    grew = True
-    while grew:
-        below = {child for child, parent in parents.items() if parent in found}
-        grew = not below <= found
-        found |= below
-    return found
 
 
 def worker_pid(box: SandboxBackend) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envhost_support import descendants
 
 from astra_envhost.backends import ToolExecutionError
 from astra_envhost.sandbox import SandboxBackend, SandboxLimits, find_bwrap
@@ -77,25 +78,6 @@ async def episode(code: str, limits: SandboxLimits = LIMITS) -> AsyncIterator[Ep
 def existing(paths: list[str]) -> list[str]:
     """Those of ``paths`` that exist on the host."""
     return [path for path in paths if os.path.lexists(path)]
-
-
-def descendants(pid: int) -> set[int]:
-    """Live processes below ``pid`` (and ``pid`` itself), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-    found = {pid} if pid in parents else set()
-    grew = True
-    while grew:
-        below = {child for child, parent in parents.items() if parent in found}
-        grew = not below <= found
-        found |= below
-    return found
 
 
 @pytest.fixture

@@ -15,6 +15,16 @@ SandboxFactory = Callable[[list[SyntheticTool]], EpisodeBackend]
 """Builds the sandboxed backend of one episode from the synthetic tools it offers."""
 
 
+def score_subquestions(
+    spec: EnvironmentSpec,
+    calls: list[ToolCallRecord],
+    final_answer: str | None,
+    _: EpisodeRuntime,
+) -> RewardBreakdown:
+    """The sub-question F1 verifier, as an ``EnvironmentKind.score``."""
+    return score_synthetic(spec, calls, final_answer)
+
+
 def synthetic_kind(sandbox: SandboxFactory) -> EnvironmentKind:
     """Synthesized environments: every tool runs in the episode's own sandbox worker."""
 
@@ -23,15 +33,7 @@ def synthetic_kind(sandbox: SandboxFactory) -> EnvironmentKind:
         backend = sandbox(tools)
         return EpisodeRuntime({tool.spec.name: backend for tool in tools})
 
-    def score(
-        spec: EnvironmentSpec,
-        calls: list[ToolCallRecord],
-        final_answer: str | None,
-        _: EpisodeRuntime,
-    ) -> RewardBreakdown:
-        return score_synthetic(spec, calls, final_answer)
-
-    return EnvironmentKind(create_runtime=create_runtime, score=score)
+    return EnvironmentKind(create_runtime=create_runtime, score=score_subquestions)
 
 
 class BfclRuntime(EpisodeRuntime):
