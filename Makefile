@@ -20,7 +20,12 @@ $(BIN)/.installed: $(PYPROJECTS)
 	$(BIN)/pip install --quiet --no-deps bfcl-eval==2026.3.23
 	touch $@
 
-install: $(BIN)/.installed
+# The embedded policy server (vLLM's CPU build) lives in a virtual environment of its own.
+.venv-vllm/.installed: scripts/vllm-venv.sh
+	bash scripts/vllm-venv.sh .venv-vllm
+	touch $@
+
+install: $(BIN)/.installed .venv-vllm/.installed
 
 demo: install
 	$(BIN)/astra demo
@@ -44,4 +49,4 @@ docs-config: install
 	$(BIN)/python -m astra.config_docs write docs/configuration.md
 
 clean:
-	rm -rf $(VENV) .astra .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .astra .pytest_cache .mypy_cache .ruff_cache

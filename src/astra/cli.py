@@ -15,6 +15,7 @@ from rich.table import Table
 
 from astra import __version__
 from astra.cli_envs import envs_app
+from astra.cli_synth import synth_app
 from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(envs_app, name="envs")
+app.add_typer(synth_app, name="synth")
 console = Console()
 err_console = Console(stderr=True)
 

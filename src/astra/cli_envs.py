@@ -126,3 +126,25 @@ def show_environment(
     except ApiError as exc:
         raise _fail(str(exc)) from None
     console.print_json(json.dumps(spec))
+
+
+@envs_app.command("verify")
+def verify_environment(
+    env_id: Annotated[str, typer.Argument(help="Environment id.")],
+    synth_url: SynthUrl = None,
+    token: Token = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """Re-check an environment's certificate from its spec alone: every reference call is
+    replayed in envhost's sandbox and compared with the recorded outputs and hashes."""
+    try:
+        with ApiClient(service_url("synth", synth_url, state_dir), token, timeout=300) as client:
+            report = client.post(f"/v1/environments/{env_id}/verify", {}).json()
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    if report["holds"]:
+        console.print(f"{env_id}: the certificate holds ({report['replays']} calls replayed)")
+        return
+    for problem in report["problems"]:
+        err_console.print(f"  {problem}", highlight=False)
+    raise _fail(f"{env_id}: the certificate does not hold ({len(report['problems'])} problems)")

@@ -54,6 +54,7 @@ from astra_proto import (
     SynthesisJob,
     SyntheticTool,
     Timings,
+    ToolCallRecord,
     ToolSpec,
     Trajectory,
 )
@@ -264,7 +265,7 @@ async def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Pat
 async def test_upgrade_from_empty_to_head(empty_database_url: str) -> None:
     assert await current_async(empty_database_url) is None
     await upgrade_async(empty_database_url)
-    assert await current_async(empty_database_url) == head() == "0001"
+    assert await current_async(empty_database_url) == head() == "0002"
     await upgrade_async(empty_database_url)  # already at head: nothing to do
     tables = await _run_on(empty_database_url, lambda c: set(inspect(c).get_table_names()))
     assert tables >= TABLES | {"alembic_version"}
@@ -294,10 +295,10 @@ async def test_make_revision_writes_an_empty_revision_when_nothing_changed(
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     path = await make_revision_async(database_url, "nothing new", migrations_dir=migrations)
-    assert path.name == "0002_nothing_new.py"
+    assert path.name == "0003_nothing_new.py"
     source = path.read_text()
     compile(source, str(path), "exec")
-    assert 'down_revision: str | Sequence[str] | None = "0001"' in source.replace("'", '"')
+    assert 'down_revision: str | Sequence[str] | None = "0002"' in source.replace("'", '"')
     assert "op." not in source
 
 
@@ -322,10 +323,15 @@ async def test_job_lifecycle_refuses_changes_once_terminal(db: Database) -> None
     async with db.transaction() as repos:
         await repos.jobs.create(make_job())
     progress = [StageProgress(stage="decompose", done=2, total=3, rejected={"cycle": 1})]
+    assert (await _get_job(db, "job-1")).result == {}
+    stats = {"registered": 2, "hops": {"2": 1, "3": 1}}
     async with db.transaction() as repos:
-        running = await repos.jobs.update("job-1", state=JobState.RUNNING, progress=progress)
+        running = await repos.jobs.update(
+            "job-1", state=JobState.RUNNING, progress=progress, result=stats
+        )
     assert running.state == JobState.RUNNING
     assert running.progress == progress
+    assert running.result == stats
     assert running.updated_at > T0
     assert running.finished_at is None
 
@@ -340,6 +346,11 @@ async def test_job_lifecycle_refuses_changes_once_terminal(db: Database) -> None
                 await repos.jobs.update("job-1", **change)
     async with db.transaction() as repos:
         assert await repos.jobs.get("job-1") == done
+
+
+async def _get_job(db: Database, job_id: str) -> SynthesisJob:
+    async with db.transaction() as repos:
+        return await repos.jobs.get(job_id)
 
 
 async def test_job_errors(db: Database) -> None:
@@ -586,6 +597,55 @@ async def test_episode_state_reward_idleness_and_delete(db: Database) -> None:
     assert calls_left == 0  # ON DELETE CASCADE (SQLite: foreign keys are switched on)
 
 
+async def test_bulk_episode_and_call_writes(db: Database) -> None:
+    spec = make_spec()
+    first, second = make_episode(spec, "ep-a"), make_episode(spec, "ep-b")
+
+    def call(seq: int, minutes: int) -> ToolCallRecord:
+        return ToolCallRecord(
+            seq=seq,
+            tool_name="lookup_0",
+            arguments={"query": str(seq)},
+            result={"answer": "Paris"},
+            latency_ms=1.5,
+            at=T0 + timedelta(minutes=minutes),
+        )
+
+    async with db.transaction() as repos:
+        await repos.environments.register(spec)
+        await repos.episodes.create_many([(first, "http://a"), (second, None)])
+        await repos.episodes.record_calls_of_episodes(
+            [("ep-a", call(0, 1)), ("ep-b", call(0, 2)), ("ep-a", call(1, 7)), ("ep-a", call(2, 3))]
+        )
+    async with db.transaction() as repos:
+        stored_a = await repos.episodes.get("ep-a")
+        stored_b = await repos.episodes.get("ep-b")
+        assert await repos.episodes.owner_url("ep-a") == "http://a"
+        assert await repos.episodes.owner_url("ep-b") is None
+    assert [c.seq for c in stored_a.calls] == [0, 1, 2]
+    assert stored_a.calls[1] == call(1, 7)
+    assert stored_a.last_active_at == T0 + timedelta(minutes=7)  # the latest call, not the last
+    assert stored_b.last_active_at == T0 + timedelta(minutes=2)
+    touched = {"calls": [], "last_active_at": second.last_active_at}
+    assert stored_b.model_copy(update=touched) == second
+
+    with pytest.raises(ConflictError, match="refused 1 calls"):
+        async with db.transaction() as repos:
+            await repos.episodes.record_calls_of_episodes([("ep-a", call(1, 9))])  # seq taken
+    with pytest.raises(ConflictError, match="refused 2 new episodes"):
+        async with db.transaction() as repos:
+            await repos.episodes.create_many(
+                [
+                    (make_episode(spec, "ep-c"), None),
+                    (make_episode(make_spec("other"), "ep-d"), None),
+                ]
+            )
+    async with db.transaction() as repos:
+        with pytest.raises(NotFoundError):
+            await repos.episodes.get("ep-c")  # the statement stored nothing
+        assert len((await repos.episodes.get("ep-a")).calls) == 3
+
+
 # --- trajectories ------------------------------------------------------------------------------
 
 
@@ -654,11 +714,11 @@ def test_cli_upgrade_and_current_on_sqlite(tmp_path: Path) -> None:
 
     upgraded = _astra_db("upgrade", "--url", url, cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0001" in upgraded.stdout
+    assert "0002" in upgraded.stdout
 
     after = _astra_db("current", cwd=tmp_path, env={"ASTRA_DATABASE_URL": url})
     assert after.returncode == 0, after.stderr
-    assert after.stdout.strip() == "0001 (head)"
+    assert after.stdout.strip() == "0002 (head)"
 
 
 def test_cli_fails_with_one_line_on_an_unreachable_database(tmp_path: Path) -> None:

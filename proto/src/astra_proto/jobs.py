@@ -50,6 +50,9 @@ class SynthesisJob(ContractModel):
     state: JobState = JobState.PENDING
     params: dict[str, Any] = Field(default_factory=dict)
     progress: list[StageProgress] = Field(default_factory=list)
+    result: dict[str, Any] = Field(
+        default_factory=dict, description="What the job produced so far (e.g. yield statistics)."
+    )
     error: str | None = None
     created_at: datetime
     updated_at: datetime

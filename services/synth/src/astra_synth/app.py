@@ -14,6 +14,8 @@ from astra_common.health import database_check, redis_check
 from astra_common.service import bearer_auth, closing_lifespan, create_service_app
 from astra_synth import __version__
 from astra_synth.environments import environments_router
+from astra_synth.jobs.api import jobs_router
+from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.settings import SynthSettings
 from astra_synth.worker import create_celery_app
 
@@ -42,7 +44,10 @@ def create_app(settings: SynthSettings) -> FastAPI:
         settings=settings,
         routers=[
             workers_router(celery_app),
-            environments_router(database, bearer_auth(settings)),
+            environments_router(
+                database, bearer_auth(settings), lambda: EnvironmentExecutor.from_settings(settings)
+            ),
+            jobs_router(database, celery_app, settings, bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
         lifespan=closing_lifespan(database.dispose, broker.aclose),

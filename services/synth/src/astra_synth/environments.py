@@ -10,6 +10,12 @@ from pydantic import BaseModel
 
 from astra_common.db import Database, EnvironmentFilter, ImmutableError, NotFoundError
 from astra_proto import EnvironmentSpec, ScenarioType
+from astra_synth.jobs.executor import EnvironmentExecutor, ExecutionUnavailable
+from astra_synth.procedural import (
+    certificate_from_outcomes,
+    certificate_mismatches,
+    reference_calls,
+)
 
 MAX_PAGE = 500
 
@@ -49,6 +55,15 @@ class EnvironmentPage(BaseModel):
     items: list[EnvironmentSummary]
 
 
+class VerificationReport(BaseModel):
+    """A certificate re-checked from the spec alone: every reference call replayed."""
+
+    env_id: str
+    holds: bool
+    replays: int
+    problems: list[str]
+
+
 class Registered(BaseModel):
     """The outcome of registering a spec."""
 
@@ -56,8 +71,12 @@ class Registered(BaseModel):
     created: bool
 
 
-def environments_router(database: Database, auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    """Routes of the environment registry."""
+def environments_router(
+    database: Database,
+    auth: Callable[..., Awaitable[None]],
+    executor_factory: Callable[[], EnvironmentExecutor],
+) -> APIRouter:
+    """Routes of the environment registry; ``executor_factory`` reaches envhost's sandbox."""
     router = APIRouter(prefix="/environments", tags=["environments"])
 
     @router.post("", dependencies=[Depends(auth)], summary="Register an environment spec")
@@ -100,10 +119,43 @@ def environments_router(database: Database, auth: Callable[..., Awaitable[None]]
 
     @router.get("/{env_id}", summary="One environment: spec and verification certificate")
     async def read(env_id: str) -> EnvironmentSpec:
+        return await _get(database, env_id)
+
+    @router.post(
+        "/{env_id}/verify",
+        dependencies=[Depends(auth)],
+        summary="Re-check the certificate: replay every reference call in envhost's sandbox",
+    )
+    async def verify(env_id: str) -> VerificationReport:
+        spec = await _get(database, env_id)
+        if spec.certificate is None:
+            raise HTTPException(
+                422,
+                detail=f"environment {env_id} carries no certificate"
+                + (
+                    " (built-in environments are checked by their own backend)"
+                    if spec.builtin
+                    else ""
+                ),
+            )
+        calls = reference_calls(spec)
         try:
-            async with database.transaction() as repos:
-                return await repos.environments.get(env_id)
-        except NotFoundError:
-            raise HTTPException(404, detail=f"no environment {env_id!r} is registered") from None
+            async with executor_factory() as executor:
+                outcomes = await executor.replay(spec.tools, calls)
+        except ExecutionUnavailable as exc:
+            raise HTTPException(503, detail=str(exc)) from None
+        fresh = certificate_from_outcomes(spec, outcomes)
+        problems = certificate_mismatches(spec, fresh)
+        return VerificationReport(
+            env_id=env_id, holds=not problems, replays=len(calls), problems=problems
+        )
 
     return router
+
+
+async def _get(database: Database, env_id: str) -> EnvironmentSpec:
+    try:
+        async with database.transaction() as repos:
+            return await repos.environments.get(env_id)
+    except NotFoundError:
+        raise HTTPException(404, detail=f"no environment {env_id!r} is registered") from None

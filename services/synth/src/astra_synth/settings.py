@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from astra_common.settings import ServiceSettings
@@ -26,6 +27,9 @@ class SynthSettings(ServiceSettings):
     envhost_url: str = "http://127.0.0.1:8101"
     """Base URL of the environment host (verification runs through it)."""
 
+    envhost_token: SecretStr | None = None
+    """Bearer token for envhost's write endpoints (executions), when envhost requires one."""
+
     rollout_url: str = "http://127.0.0.1:8102"
     """Base URL of the rollout service (trajectory synthesis plays episodes through it)."""
 
@@ -35,8 +39,19 @@ class SynthSettings(ServiceSettings):
     llm_model: str = ""
     """Model name sent to the synthesis LLM endpoint."""
 
+    llm_api_key: SecretStr | None = None
+    """API key of the synthesis LLM endpoint, when it needs one."""
+
     worker_concurrency: int = 2
     """Celery worker processes (or threads) per worker."""
 
     worker_pool: Literal["prefork", "threads", "solo"] = "prefork"
     """Celery worker pool implementation."""
+
+    job_visibility_timeout_s: int = 3600
+    """Seconds after which a job that a worker took but never acknowledged (the worker died)
+    is delivered to another worker. Jobs are idempotent, so a job running longer than this is
+    run twice at worst; lower it to recover faster from crashes."""
+
+    data_dir: str = ".astra/synth"
+    """Where LLM response caches, toolsets and datasets are kept."""

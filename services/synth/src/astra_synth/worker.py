@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 
 from astra_common.service import configure_logging, load_settings
+from astra_synth.jobs.tasks import register_job_tasks
 from astra_synth.settings import SynthSettings
 
 PING_TASK = "astra.synth.ping"
@@ -27,13 +28,15 @@ def create_celery_app(settings: SynthSettings) -> Celery:
         broker_connection_retry_on_startup=True,
         result_expires=7 * 24 * 3600,
         worker_hijack_root_logger=False,
+        broker_transport_options={"visibility_timeout": settings.job_visibility_timeout_s},
     )
-    register_tasks(app)
+    register_tasks(app, settings)
     return app
 
 
-def register_tasks(app: Celery) -> None:
+def register_tasks(app: Celery, settings: SynthSettings) -> None:
     """Attach every synth task to ``app``."""
+    register_job_tasks(app, settings)
 
     @app.task(name=PING_TASK)
     def ping() -> dict[str, Any]:

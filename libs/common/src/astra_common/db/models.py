@@ -94,6 +94,7 @@ class SynthesisJobRow(Base):
     state: Mapped[str] = mapped_column(String(LABEL_LENGTH), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON_VALUE)
     progress: Mapped[list[dict[str, Any]]] = mapped_column(JSON_VALUE)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON_OR_NULL)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -12,6 +12,9 @@ from astra_synth.procedural.certificate import (
     attach_certificate,
     averify_certificate,
     build_certificate,
+    certificate_from_outcomes,
+    certificate_mismatches,
+    reference_calls,
     verify_certificate,
 )
 from astra_synth.procedural.domains import DOMAINS
@@ -33,10 +36,13 @@ __all__ = [
     "attach_certificate",
     "averify_certificate",
     "build_certificate",
+    "certificate_from_outcomes",
+    "certificate_mismatches",
     "composition_signature",
     "entity_partition",
     "generate_environments",
     "generation_rate",
     "is_heldout_composition",
+    "reference_calls",
     "verify_certificate",
 ]

@@ -8,7 +8,7 @@ that errors rejects, it never passes by default.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,24 @@ async def abuild_certificate(
     return _certificate(spec, records, verified_at)
 
 
+def certificate_from_outcomes(
+    spec: EnvironmentSpec,
+    outcomes: Sequence[tuple[Any, str | None]],
+    *,
+    verified_at: datetime | None = None,
+) -> VerificationCertificate:
+    """The certificate of a replay that already ran: ``outcomes`` holds ``(output, error)``
+    for each of ``reference_calls(spec)``, in order (a batch run through envhost)."""
+    calls = reference_calls(spec)
+    if len(outcomes) != len(calls):
+        raise ValueError(f"{len(outcomes)} outcomes for {len(calls)} reference calls")
+    records = [
+        _failed(call, RuntimeError(error)) if error is not None else replay_record(call, output)
+        for call, (output, error) in zip(calls, outcomes, strict=True)
+    ]
+    return _certificate(spec, records, verified_at)
+
+
 def replay_record(call: ReferenceCall, output: Any) -> ReplayRecord:
     """The record of one replayed call: its output, the output's hash, whether it holds the
     expected answer (a call with no expected answer only has to run)."""
@@ -80,6 +98,14 @@ async def averify_certificate(spec: EnvironmentSpec, execute: AsyncExecute) -> l
     if spec.certificate is None:
         return ["the spec carries no certificate"]
     return _compare(spec, await abuild_certificate(spec, execute))
+
+
+def certificate_mismatches(spec: EnvironmentSpec, fresh: VerificationCertificate) -> list[str]:
+    """How a fresh replay (``certificate_from_outcomes``) differs from the spec's certificate;
+    empty when the certificate holds."""
+    if spec.certificate is None:
+        return ["the spec carries no certificate"]
+    return _compare(spec, fresh)
 
 
 def attach_certificate(

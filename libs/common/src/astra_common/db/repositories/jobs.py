@@ -41,6 +41,7 @@ class JobRepository:
                 "state": job.state.value,
                 "params": job.params,
                 "progress": [stage.model_dump(mode="json") for stage in job.progress],
+                "result": job.result,
                 "error": job.error,
                 "created_at": job.created_at,
                 "updated_at": job.updated_at,
@@ -82,9 +83,10 @@ class JobRepository:
         *,
         state: JobState | None = None,
         progress: builtins.list[StageProgress] | None = None,
+        result: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> SynthesisJob:
-        """Change what is given (progress is replaced whole) and stamp ``updated_at``.
+        """Change what is given (progress and result are replaced whole), stamp ``updated_at``.
 
         Entering a terminal state stamps ``finished_at``. Any update of a job that is already
         terminal raises ``ImmutableError``, atomically: of two racing terminal updates (say,
@@ -98,6 +100,8 @@ class JobRepository:
                 values["finished_at"] = now
         if progress is not None:
             values["progress"] = [stage.model_dump(mode="json") for stage in progress]
+        if result is not None:
+            values["result"] = result
         if error is not None:
             values["error"] = error
         statement = (
@@ -122,6 +126,7 @@ def _job(row: SynthesisJobRow) -> SynthesisJob:
         state=JobState(row.state),
         params=row.params,
         progress=[StageProgress.model_validate(stage) for stage in row.progress],
+        result=row.result or {},
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,

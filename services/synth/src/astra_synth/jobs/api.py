@@ -1,0 +1,160 @@
+"""Synthesis jobs over REST: start, list, read, cancel, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from celery import Celery
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel
+
+from astra_common.db import Database, ImmutableError, NotFoundError
+from astra_proto import JobKind, JobState, StageProgress, SynthesisJob
+from astra_synth.jobs.requests import MAX_QA_BYTES, EnvironmentJobRequest
+from astra_synth.jobs.tasks import ENVIRONMENT_JOB_TASK
+from astra_synth.settings import SynthSettings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = MAX_QA_BYTES + 1_000_000
+MAX_PAGE = 500
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[SynthesisJob]
+
+
+class JobStats(BaseModel):
+    """A job's yield: what it registered (hops, scenario types, tools per environment,
+    domains, splits) and what it rejected, by reason."""
+
+    job_id: str
+    state: JobState
+    progress: list[StageProgress]
+    stats: dict[str, Any]
+
+
+async def limit_body(request: Request) -> None:
+    """Refuse bodies above ``MAX_BODY_BYTES`` with 413 before reading them."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise HTTPException(
+            413, detail=f"request body of {int(length)} bytes exceeds {MAX_BODY_BYTES} bytes"
+        )
+
+
+def jobs_router(
+    database: Database,
+    celery_app: Celery,
+    settings: SynthSettings,
+    auth: Callable[..., Awaitable[None]],
+) -> APIRouter:
+    """Routes of synthesis jobs."""
+    router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+    @router.post(
+        "/environments",
+        status_code=201,
+        dependencies=[Depends(auth), Depends(limit_body)],
+        summary="Start an environment-synthesis job",
+    )
+    async def start_environment_job(body: EnvironmentJobRequest) -> SynthesisJob:
+        if body.qa_size() > MAX_QA_BYTES:
+            raise HTTPException(
+                413, detail=f"qa_jsonl holds {body.qa_size()} bytes; the limit is {MAX_QA_BYTES}"
+            )
+        source = body.resolved_source()
+        if source != "procedural" and not (body.llm_base_url or settings.llm_base_url):
+            raise HTTPException(
+                422,
+                detail=f"source {source!r} needs an LLM endpoint: give llm_base_url, or "
+                "configure ASTRA_SYNTH_LLM_BASE_URL (the procedural source needs none)",
+            )
+        if source != "procedural":
+            check_pipeline_settings(body.pipeline)
+        now = datetime.now(UTC)
+        params = body.model_dump(mode="json", exclude_none=True) | {"source": source}
+        job = SynthesisJob(
+            id=f"job_{uuid.uuid4().hex}",
+            kind=JobKind.ENVIRONMENTS,
+            params=params,
+            created_at=now,
+            updated_at=now,
+        )
+        async with database.transaction() as repos:
+            created = await repos.jobs.create(job)
+        try:
+            await asyncio.to_thread(
+                celery_app.send_task, ENVIRONMENT_JOB_TASK, args=[job.id], task_id=job.id
+            )
+        except Exception as exc:
+            log.exception("could not queue job %s", job.id)
+            reason = f"the job queue is unreachable: {type(exc).__name__}: {exc}"
+            async with database.transaction() as repos:
+                await repos.jobs.update(job.id, state=JobState.FAILED, error=reason)
+            raise HTTPException(503, detail=reason) from None
+        return created
+
+    @router.get("", summary="Jobs, newest first")
+    async def list_jobs(
+        state: JobState | None = None,
+        kind: JobKind | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> JobPage:
+        async with database.transaction() as repos:
+            jobs = await repos.jobs.list(state=state, kind=kind, limit=limit, offset=offset)
+        return JobPage(items=jobs)
+
+    @router.get("/{job_id}", summary="A job: state and stage-by-stage progress")
+    async def read_job(job_id: str) -> SynthesisJob:
+        return await _get(database, job_id)
+
+    @router.get("/{job_id}/stats", summary="A job's yield statistics and rejections")
+    async def job_stats(job_id: str) -> JobStats:
+        job = await _get(database, job_id)
+        return JobStats(job_id=job.id, state=job.state, progress=job.progress, stats=job.result)
+
+    @router.post("/{job_id}/cancel", dependencies=[Depends(auth)], summary="Cancel a job")
+    async def cancel_job(job_id: str) -> SynthesisJob:
+        try:
+            async with database.transaction() as repos:
+                job = await repos.jobs.update(
+                    job_id, state=JobState.CANCELLED, error="cancelled over the API"
+                )
+        except NotFoundError:
+            raise HTTPException(404, detail=f"no job {job_id!r}") from None
+        except ImmutableError as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        # A queued job never starts; a running one sees the state at its next progress write.
+        await asyncio.to_thread(celery_app.control.revoke, job_id)
+        return job
+
+    return router
+
+
+def check_pipeline_settings(pipeline: dict[str, Any]) -> None:
+    """422 when the LLM pipeline settings do not validate."""
+    from pydantic import ValidationError
+
+    from astra_synth.llm_pipeline import PipelineSettings
+
+    try:
+        PipelineSettings.model_validate(pipeline)
+    except ValidationError as exc:
+        raise HTTPException(422, detail=f"pipeline settings: {exc}") from None
+
+
+async def _get(database: Database, job_id: str) -> SynthesisJob:
+    try:
+        async with database.transaction() as repos:
+            return await repos.jobs.get(job_id)
+    except NotFoundError:
+        raise HTTPException(404, detail=f"no job {job_id!r}") from None

@@ -1,0 +1,179 @@
+"""Run one environment-synthesis job: produce, verify through envhost, register as they pass.
+
+Every stage is idempotent, so a job re-delivered after a worker crash (Celery late acks) runs
+again from the start and ends in the same registry: generation is deterministic by seed,
+registration is keyed by content hash, and progress is rebuilt from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from astra_common.db import Database, ImmutableError
+from astra_proto import EnvironmentSpec, JobState, Provenance, SynthesisJob
+from astra_synth.jobs.executor import EnvironmentExecutor
+from astra_synth.jobs.progress import JobCancelled, JobProgress
+from astra_synth.jobs.requests import EnvironmentJobRequest
+from astra_synth.procedural import (
+    attach_certificate,
+    certificate_from_outcomes,
+    generate_environments,
+    reference_calls,
+)
+from astra_synth.settings import SynthSettings
+
+log = logging.getLogger(__name__)
+
+PROCEDURAL_STAGES = ["generated", "verified", "registered"]
+LLM_STAGES = ["decomposed", "passed_quality", "tools_verified", "merged", "registered"]
+
+
+@dataclass
+class JobContext:
+    """What a running job needs besides its request."""
+
+    job_id: str
+    database: Database
+    settings: SynthSettings
+    executor: EnvironmentExecutor
+    progress: JobProgress
+
+
+ExecutorFactory = Callable[[SynthSettings], EnvironmentExecutor]
+
+
+async def run_environment_job(
+    job_id: str,
+    settings: SynthSettings,
+    *,
+    executor_factory: ExecutorFactory | None = None,
+) -> JobState:
+    """Run the job to a terminal state and return it; a job that is already terminal (done,
+    or cancelled before a worker picked it up) is left as it is."""
+    database = Database(settings.database_url)
+    try:
+        async with database.transaction() as repos:
+            job = await repos.jobs.get(job_id)
+        if job.state.terminal:
+            return job.state
+        request = EnvironmentJobRequest.model_validate(job.params)
+        source = request.resolved_source()
+        stages = PROCEDURAL_STAGES if source == "procedural" else LLM_STAGES
+        progress = JobProgress(database, job_id, stages)
+        try:
+            async with database.transaction() as repos:
+                await repos.jobs.update(
+                    job_id, state=JobState.RUNNING, progress=progress.snapshot()
+                )
+        except ImmutableError:  # cancelled in the meantime
+            return (await _reload(database, job_id)).state
+        factory = executor_factory or EnvironmentExecutor.from_settings
+        async with factory(settings) as executor:
+            context = JobContext(job_id, database, settings, executor, progress)
+            return await _run(context, request, source)
+    finally:
+        await database.dispose()
+
+
+async def _run(context: JobContext, request: EnvironmentJobRequest, source: str) -> JobState:
+    progress = context.progress
+    try:
+        if source == "procedural":
+            progress.set_total("generated", request.count)
+            specs = _procedural(request, context.job_id)
+        else:
+            from astra_synth.jobs.llm_source import llm_environments  # the LLM path is heavier
+
+            specs = llm_environments(request, context)
+        await _verify_and_register(context, specs, request.concurrency)
+        await progress.flush(force=True)
+        async with context.database.transaction() as repos:
+            await repos.jobs.update(context.job_id, state=JobState.SUCCEEDED)
+        return JobState.SUCCEEDED
+    except JobCancelled:
+        log.info("job %s was cancelled; stopped", context.job_id)
+        return (await _reload(context.database, context.job_id)).state
+    except Exception as exc:
+        log.exception("job %s failed", context.job_id)
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        try:
+            await progress.flush(force=True)
+            async with context.database.transaction() as repos:
+                await repos.jobs.update(context.job_id, state=JobState.FAILED, error=reason)
+        except JobCancelled:
+            pass
+        return (await _reload(context.database, context.job_id)).state
+
+
+async def _procedural(
+    request: EnvironmentJobRequest, job_id: str
+) -> AsyncIterator[EnvironmentSpec]:
+    specs = await asyncio.to_thread(
+        generate_environments,
+        request.count,
+        request.seed,
+        request.domains,
+        request.hops,
+        request.scenario_types,
+        request.split,
+    )
+    for spec in specs:
+        yield _with_job(spec, job_id)
+
+
+def _with_job(spec: EnvironmentSpec, job_id: str) -> EnvironmentSpec:
+    provenance = spec.provenance or Provenance(source="procedural")
+    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})
+
+
+async def _verify_and_register(
+    context: JobContext, specs: AsyncIterator[EnvironmentSpec], concurrency: int
+) -> None:
+    """Certify each spec by replaying its reference calls through envhost (unless its source
+    certified it already), and register the ones that pass, ``concurrency`` at a time."""
+    progress = context.progress
+    slots = asyncio.Semaphore(concurrency)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def certify(spec: EnvironmentSpec) -> None:
+        async with slots:
+            certified = spec
+            if spec.certificate is None:
+                progress.advance("generated")
+                outcomes = await context.executor.replay(spec.tools, reference_calls(spec))
+                certificate = certificate_from_outcomes(spec, outcomes)
+                if not certificate.passed:
+                    progress.reject("verified", "certificate_failed")
+                    await progress.flush()
+                    return
+                progress.advance("verified")
+                certified = attach_certificate(spec, certificate)
+            async with context.database.transaction() as repos:
+                registration = await repos.environments.register(certified)
+            progress.registered(certified, created=registration.created)
+            await progress.flush()
+
+    try:
+        async for spec in specs:
+            if len(pending) >= 2 * concurrency:  # backpressure on the producer
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    pending.discard(task)
+                    task.result()
+            pending.add(asyncio.create_task(certify(spec)))
+        if pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _reload(database: Database, job_id: str) -> SynthesisJob:
+    async with database.transaction() as repos:
+        return await repos.jobs.get(job_id)

@@ -1,0 +1,104 @@
+"""Running synthesized tools through envhost's sandbox (``POST /v1/executions``).
+
+Synth never executes tool code itself: every replay and verification goes to the envhost
+that serves episodes, so a tool is checked in the very sandbox it will run in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from astra_proto import ReferenceCall, SyntheticTool
+from astra_proto.execution import (
+    MAX_EXECUTION_CALLS,
+    CallOutcome,
+    ExecutionCall,
+    ExecutionRequest,
+    ExecutionResult,
+)
+from astra_synth.settings import SynthSettings
+
+
+class ExecutionUnavailable(RuntimeError):
+    """envhost could not run the calls (unreachable, refused, or answered an error)."""
+
+
+class EnvironmentExecutor:
+    """An HTTP client of envhost's execution endpoint; use it as an async context manager."""
+
+    def __init__(
+        self, envhost_url: str, *, token: str | None = None, timeout_s: float = 120.0
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.envhost_url = envhost_url.rstrip("/")
+        self.http = httpx.AsyncClient(base_url=self.envhost_url, headers=headers, timeout=timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: SynthSettings) -> EnvironmentExecutor:
+        """The executor of the configured envhost."""
+        token = settings.envhost_token.get_secret_value() if settings.envhost_token else None
+        return cls(settings.envhost_url, token=token)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.http.aclose()
+
+    async def run(
+        self, tools: Sequence[SyntheticTool], calls: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[CallOutcome]:
+        """Run ``calls`` in order in one fresh sandbox worker holding ``tools``; tool errors,
+        timeouts and crashes come back as outcomes with ``error`` set.
+        ``ExecutionUnavailable`` when envhost cannot be used at all."""
+        if not calls:
+            return []
+        outcomes: list[CallOutcome] = []
+        # One request keeps one worker; longer replays are split (state restarts per chunk).
+        for start in range(0, len(calls), MAX_EXECUTION_CALLS):
+            chunk = calls[start : start + MAX_EXECUTION_CALLS]
+            request = ExecutionRequest(
+                tools=list(tools),
+                calls=[ExecutionCall(tool_name=name, arguments=args) for name, args in chunk],
+            )
+            outcomes.extend(await self._post(request))
+        return outcomes
+
+    async def replay(
+        self, tools: Sequence[SyntheticTool], calls: Sequence[ReferenceCall]
+    ) -> list[tuple[Any, str | None]]:
+        """``(output, error)`` of each reference call, run as ``run`` does."""
+        outcomes = await self.run(tools, [(c.tool_name, dict(c.arguments)) for c in calls])
+        return [(outcome.output, outcome.error) for outcome in outcomes]
+
+    async def _post(self, request: ExecutionRequest) -> list[CallOutcome]:
+        try:
+            response = await self.http.post(
+                "/v1/executions", content=request.model_dump_json(), headers=_JSON
+            )
+        except httpx.HTTPError as exc:
+            raise ExecutionUnavailable(
+                f"cannot reach envhost at {self.envhost_url}: {type(exc).__name__}: {exc}"
+            ) from None
+        if response.status_code != 200:
+            raise ExecutionUnavailable(
+                f"envhost answered {response.status_code} to an execution: {response.text[:300]}"
+            )
+        result = ExecutionResult.model_validate_json(response.content)
+        if len(result.outcomes) != len(request.calls):
+            raise ExecutionUnavailable(
+                f"envhost returned {len(result.outcomes)} outcomes for {len(request.calls)} calls"
+            )
+        return list(result.outcomes)
+
+
+_JSON = {"Content-Type": "application/json"}

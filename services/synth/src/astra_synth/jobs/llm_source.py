@@ -1,0 +1,74 @@
+"""The LLM sources of a job (``qa``, ``knowledge``): the pipeline of ``astra_synth.llm_pipeline``
+against the job's OpenAI-compatible endpoint, with a response cache under the data dir."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from astra_proto import EnvironmentSpec, Provenance
+from astra_synth.jobs.requests import EnvironmentJobRequest
+from astra_synth.llm import LLMCache, OpenAIChatModel
+from astra_synth.llm_pipeline import (
+    Accepted,
+    Item,
+    KnowledgeItem,
+    PipelineSettings,
+    parse_qa_lines,
+    synthesize,
+)
+
+if TYPE_CHECKING:
+    from astra_synth.jobs.environment_job import JobContext
+
+MAX_LINE_ERRORS_KEPT = 100
+
+
+async def llm_environments(
+    request: EnvironmentJobRequest, context: JobContext
+) -> AsyncIterator[EnvironmentSpec]:
+    """Certified specs from the LLM pipeline, as each item passes. Malformed QA lines are
+    counted (``malformed_line``) and listed in the job's result, and skipped."""
+    settings = context.settings
+    pipeline = PipelineSettings.model_validate(request.pipeline)
+    items: list[Item]
+    if request.qa_jsonl is not None:
+        qa_items, line_errors = parse_qa_lines(request.qa_jsonl)
+        items = list(qa_items)
+        for error in line_errors:
+            context.progress.reject("decomposed", "malformed_line")
+        context.progress.notes["line_errors"] = [
+            {"line": e.line, "message": e.message} for e in line_errors[:MAX_LINE_ERRORS_KEPT]
+        ]
+    else:
+        items = [KnowledgeItem(text=text) for text in request.knowledge or []]
+    items = items[: request.count]
+    context.progress.set_total("decomposed", len(items))
+    await context.progress.flush(force=True)
+    base_url = request.llm_base_url or settings.llm_base_url
+    model = request.llm_model or settings.llm_model
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    cache = LLMCache(Path(settings.data_dir) / "llm-cache")
+    async with OpenAIChatModel(
+        base_url, model, api_key or os.environ.get("OPENAI_API_KEY"), cache=cache
+    ) as llm:
+        async for outcome in synthesize(
+            items,
+            llm=llm,
+            executor=context.executor,
+            settings=pipeline,
+            progress=context.progress,
+            job_id=context.job_id,
+        ):
+            context.progress.notes["llm_usage"] = dataclasses.asdict(llm.usage)
+            await context.progress.flush()
+            if isinstance(outcome, Accepted):
+                yield _with_job(outcome.spec, context.job_id, model)
+
+
+def _with_job(spec: EnvironmentSpec, job_id: str, model: str) -> EnvironmentSpec:
+    provenance = spec.provenance or Provenance(source="llm", generator=model)
+    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})

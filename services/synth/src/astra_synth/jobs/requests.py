@@ -1,0 +1,77 @@
+"""What a client asks for when it starts an environment-synthesis job."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from astra_proto import ScenarioType
+
+MAX_QA_BYTES = 5_000_000
+"""Largest QA JSONL document a job accepts (bigger bodies are refused with 413)."""
+
+MAX_KNOWLEDGE_TEXTS = 10_000
+MAX_KNOWLEDGE_CHARS = 50_000
+MAX_COUNT = 100_000
+
+Source = Literal["procedural", "qa", "knowledge"]
+
+
+class EnvironmentJobRequest(BaseModel):
+    """Start an environment-synthesis job.
+
+    ``source`` defaults to what the inputs imply, and to ``procedural`` (no LLM) when there
+    are none. ``qa`` needs ``qa_jsonl`` (one JSON object
+    per line with ``question`` and ``answer``), ``knowledge`` needs ``knowledge`` texts; both
+    need an LLM endpoint (here or configured).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Source | None = None
+    count: int = Field(default=20, ge=1, le=MAX_COUNT, description="Environments to produce.")
+    seed: int = Field(default=0, ge=0)
+    domains: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    hops: list[int] | None = Field(
+        default=None, min_length=1, max_length=64, description="Hop counts to draw from."
+    )
+    scenario_types: list[ScenarioType] | None = Field(default=None, min_length=1)
+    split: str = Field(default="train", max_length=64)
+    qa_jsonl: str | None = Field(default=None, description="QA pairs, one JSON object per line.")
+    knowledge: list[str] | None = Field(default=None, min_length=1, max_length=MAX_KNOWLEDGE_TEXTS)
+    llm_base_url: str | None = Field(default=None, max_length=2_000)
+    llm_model: str | None = Field(default=None, max_length=256)
+    pipeline: dict[str, Any] = Field(
+        default_factory=dict, description="LLM pipeline settings (thresholds, retries, hop budget)."
+    )
+    concurrency: int = Field(default=4, ge=1, le=64, description="Items verified at once.")
+
+    @model_validator(mode="after")
+    def _inputs_match_source(self) -> EnvironmentJobRequest:
+        if any(hop < 1 or hop > 20 for hop in self.hops or []):
+            raise ValueError("hops must lie between 1 and 20")
+        if self.source == "qa" and not self.qa_jsonl:
+            raise ValueError("source 'qa' needs qa_jsonl (one JSON object per line)")
+        if self.source == "knowledge" and not self.knowledge:
+            raise ValueError("source 'knowledge' needs knowledge texts")
+        if self.source == "procedural" and (self.qa_jsonl or self.knowledge):
+            raise ValueError("source 'procedural' takes no qa_jsonl or knowledge")
+        if any(len(text) > MAX_KNOWLEDGE_CHARS for text in self.knowledge or []):
+            raise ValueError(f"each knowledge text holds at most {MAX_KNOWLEDGE_CHARS} characters")
+        return self
+
+    def resolved_source(self) -> Source:
+        """The source to run: the one given, else what the inputs imply (QA pairs, knowledge
+        texts), else procedural."""
+        if self.source is not None:
+            return self.source
+        if self.qa_jsonl:
+            return "qa"
+        if self.knowledge:
+            return "knowledge"
+        return "procedural"
+
+    def qa_size(self) -> int:
+        """Bytes of the QA document."""
+        return len(self.qa_jsonl.encode()) if self.qa_jsonl else 0

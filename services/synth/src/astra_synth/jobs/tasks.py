@@ -1,0 +1,22 @@
+"""Celery tasks of synthesis jobs: small wrappers that run the async job code."""
+
+from __future__ import annotations
+
+import asyncio
+
+from celery import Celery
+
+from astra_synth.settings import SynthSettings
+
+ENVIRONMENT_JOB_TASK = "astra.synth.environment_job"
+
+
+def register_job_tasks(app: Celery, settings: SynthSettings) -> None:
+    """Attach the job tasks to ``app``; they run with ``settings``."""
+
+    @app.task(name=ENVIRONMENT_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+    def environment_job(job_id: str) -> str:
+        """Run environment-synthesis job ``job_id`` to a terminal state; returns the state."""
+        from astra_synth.jobs.environment_job import run_environment_job
+
+        return asyncio.run(run_environment_job(job_id, settings)).value

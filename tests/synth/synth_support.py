@@ -1,0 +1,113 @@
+"""synth test support: a real synth API and real Celery worker processes on a private Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from http_support import running
+
+from astra.redis_server import free_port
+from astra_synth.app import create_app
+from astra_synth.settings import SynthSettings
+
+_redis_databases = itertools.count(1)
+
+
+def private_redis(redis_url: str) -> str:
+    """The test Redis with a database number of its own, so queues never mix across tests."""
+    scheme, rest = redis_url.split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}/{next(_redis_databases) % 15 + 1}"
+
+
+@dataclass
+class Workers:
+    """Celery worker processes of one test; every one is killed at the end."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with (self.log_dir / f"worker-{len(self.processes)}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "astra_synth.worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
+
+
+@asynccontextmanager
+async def synth_service(
+    *, database_url: str, redis_url: str, envhost_url: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[str, Workers]]:
+    """A real synth API on a free port and a way to start its Celery workers (none started)."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "envhost_url": envhost_url,
+        "port": free_port(),
+        "data_dir": str(tmp_path / "synth-data"),
+        "worker_pool": "solo",
+        "worker_concurrency": 1,
+    } | overrides
+    settings = SynthSettings(**values)
+    env = {**os.environ} | {
+        f"ASTRA_SYNTH_{key.upper()}": str(value)
+        for key, value in values.items()
+        if key != "port" and value is not None
+    }
+    log_dir = tmp_path / "worker-logs"
+    log_dir.mkdir(exist_ok=True)
+    workers = Workers(env=env, log_dir=log_dir)
+    try:
+        async with running(create_app(settings), settings.port) as url:
+            yield url, workers
+    finally:
+        await asyncio.to_thread(workers.kill_all)
+
+
+async def wait_for_job(
+    http: httpx.AsyncClient, job_id: str, *, timeout_s: float = 120, until: Any = None
+) -> dict[str, Any]:
+    """Poll the job until it ends (or ``until(job)`` holds); fails after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            response = await http.get(f"/v1/jobs/{job_id}")
+            assert response.status_code == 200, response.text
+            job: dict[str, Any] = response.json()
+            if (until is not None and until(job)) or job["state"] in (
+                "succeeded",
+                "failed",
+                "cancelled",
+            ):
+                return job
+            await asyncio.sleep(0.2)
+
+
+def stage(job: dict[str, Any], name: str) -> dict[str, Any]:
+    """One stage's progress of a job (zero counts before the job has started)."""
+    found = [s for s in job["progress"] if s["stage"] == name]
+    return found[0] if found else {"stage": name, "done": 0, "total": None, "rejected": {}}
