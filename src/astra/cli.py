@@ -15,6 +15,7 @@ from rich.table import Table
 
 from astra import __version__
 from astra.cli_envs import envs_app
+from astra.cli_eval import evaluate
 from astra.cli_synth import synth_app
 from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(envs_app, name="envs")
 app.add_typer(synth_app, name="synth")
+app.command("eval")(evaluate)
 console = Console()
 err_console = Console(stderr=True)
 
