@@ -33,6 +33,9 @@ class SynthSettings(ServiceSettings):
     rollout_url: str = "http://127.0.0.1:8102"
     """Base URL of the rollout service (trajectory synthesis plays episodes through it)."""
 
+    trainer_url: str = "http://127.0.0.1:8103"
+    """Base URL of the trainer service (the web console reads training metrics through it)."""
+
     llm_base_url: str = ""
     """OpenAI-compatible endpoint for synthesis; empty selects the built-in procedural source."""
 
@@ -41,6 +44,13 @@ class SynthSettings(ServiceSettings):
 
     llm_api_key: SecretStr | None = None
     """API key of the synthesis LLM endpoint, when it needs one."""
+
+    llm_max_retries: int = 5
+    """Retries of a failed LLM request (connection errors, 429, 5xx) with exponential backoff
+    from 0.5 s up to 8 s; when they run out the job fails, saying why."""
+
+    llm_timeout_s: float = 120.0
+    """Timeout of one LLM request."""
 
     worker_concurrency: int = 2
     """Celery worker processes (or threads) per worker."""

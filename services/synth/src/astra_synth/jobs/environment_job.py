@@ -138,26 +138,31 @@ async def _verify_and_register(
     slots = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
 
+    async def register(spec: EnvironmentSpec, *, count_stage: bool) -> None:
+        async with context.database.transaction() as repos:
+            registration = await repos.environments.register(spec)
+        progress.registered(spec, created=registration.created, count_stage=count_stage)
+        await progress.flush()
+
     async def certify(spec: EnvironmentSpec) -> None:
         async with slots:
-            certified = spec
-            if spec.certificate is None:
-                progress.advance("generated")
-                outcomes = await context.executor.replay(spec.tools, reference_calls(spec))
-                certificate = certificate_from_outcomes(spec, outcomes)
-                if not certificate.passed:
-                    progress.reject("verified", "certificate_failed")
-                    await progress.flush()
-                    return
-                progress.advance("verified")
-                certified = attach_certificate(spec, certificate)
-            async with context.database.transaction() as repos:
-                registration = await repos.environments.register(certified)
-            progress.registered(certified, created=registration.created)
-            await progress.flush()
+            progress.advance("generated")
+            outcomes = await context.executor.replay(spec.tools, reference_calls(spec))
+            certificate = certificate_from_outcomes(spec, outcomes)
+            if not certificate.passed:
+                progress.reject("verified", "certificate_failed")
+                await progress.flush()
+                return
+            progress.advance("verified")
+            await register(attach_certificate(spec, certificate), count_stage=True)
 
     try:
         async for spec in specs:
+            if spec.certificate is not None:
+                # Certified by its source, which counts its own stages: stored before the
+                # source moves on, so a failure here is not counted as registered.
+                await register(spec, count_stage=False)
+                continue
             if len(pending) >= 2 * concurrency:  # backpressure on the producer
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:

@@ -20,11 +20,13 @@ from astra_proto.execution import (
     ExecutionRequest,
     ExecutionResult,
 )
+from astra_synth.llm_pipeline.executor import ExecutorUnavailable
 from astra_synth.settings import SynthSettings
 
 
-class ExecutionUnavailable(RuntimeError):
-    """envhost could not run the calls (unreachable, refused, or answered an error)."""
+class ExecutionUnavailable(ExecutorUnavailable):
+    """envhost could not run the calls (unreachable, refused, or answered an error); the
+    pipeline ends the job on it rather than rejecting one item."""
 
 
 class EnvironmentExecutor:

@@ -14,9 +14,9 @@ from astra_synth.jobs.requests import EnvironmentJobRequest
 from astra_synth.llm import LLMCache, OpenAIChatModel
 from astra_synth.llm_pipeline import (
     Accepted,
-    Item,
     KnowledgeItem,
     PipelineSettings,
+    QaItem,
     parse_qa_lines,
     synthesize,
 )
@@ -30,15 +30,16 @@ MAX_LINE_ERRORS_KEPT = 100
 async def llm_environments(
     request: EnvironmentJobRequest, context: JobContext
 ) -> AsyncIterator[EnvironmentSpec]:
-    """Certified specs from the LLM pipeline, as each item passes. Malformed QA lines are
-    counted (``malformed_line``) and listed in the job's result, and skipped."""
+    """Certified specs from the LLM pipeline, as each item passes (the pipeline counts its own
+    stages, ``registered`` included, once the consumer has stored the spec). Malformed QA
+    lines are counted (``malformed_line``), listed in the job's result, and skipped."""
     settings = context.settings
     pipeline = PipelineSettings.model_validate(request.pipeline)
-    items: list[Item]
+    items: list[QaItem | KnowledgeItem]
     if request.qa_jsonl is not None:
         qa_items, line_errors = parse_qa_lines(request.qa_jsonl)
         items = list(qa_items)
-        for error in line_errors:
+        for _ in line_errors:
             context.progress.reject("decomposed", "malformed_line")
         context.progress.notes["line_errors"] = [
             {"line": e.line, "message": e.message} for e in line_errors[:MAX_LINE_ERRORS_KEPT]
@@ -46,14 +47,18 @@ async def llm_environments(
     else:
         items = [KnowledgeItem(text=text) for text in request.knowledge or []]
     items = items[: request.count]
-    context.progress.set_total("decomposed", len(items))
     await context.progress.flush(force=True)
     base_url = request.llm_base_url or settings.llm_base_url
     model = request.llm_model or settings.llm_model
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     cache = LLMCache(Path(settings.data_dir) / "llm-cache")
     async with OpenAIChatModel(
-        base_url, model, api_key or os.environ.get("OPENAI_API_KEY"), cache=cache
+        base_url,
+        model,
+        api_key or os.environ.get("OPENAI_API_KEY"),
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+        cache=cache,
     ) as llm:
         async for outcome in synthesize(
             items,

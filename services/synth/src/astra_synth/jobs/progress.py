@@ -53,9 +53,11 @@ class JobProgress:
         rejected = self._stage(stage).rejected
         rejected[reason] = rejected.get(reason, 0) + 1
 
-    def registered(self, spec: EnvironmentSpec, *, created: bool) -> None:
-        """One environment reached the registry."""
-        self.advance("registered")
+    def registered(self, spec: EnvironmentSpec, *, created: bool, count_stage: bool = True) -> None:
+        """One environment reached the registry (``count_stage``: advance the ``registered``
+        stage too, unless the source counts it itself)."""
+        if count_stage:
+            self.advance("registered")
         self.stats.add(spec, created=created)
 
     def rejected(self) -> dict[str, int]:
