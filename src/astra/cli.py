@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from astra import __version__
+from astra.cli_datasets import datasets_app
 from astra.cli_envs import envs_app
 from astra.cli_eval import evaluate
 from astra.cli_synth import synth_app
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(envs_app, name="envs")
 app.add_typer(synth_app, name="synth")
+app.add_typer(datasets_app, name="datasets")
 app.command("eval")(evaluate)
 console = Console()
 err_console = Console(stderr=True)

@@ -12,8 +12,8 @@ from envhost_support import register, weather_spec
 
 from astra_common.db import Database, NotFoundError, Repositories
 from astra_common.db.migrate import upgrade_async
-from astra_envhost.journal import EpisodeJournal
-from astra_proto import Episode, EpisodeState
+from astra_envhost.journal import CallRecorded, EpisodeCreated, EpisodeJournal
+from astra_proto import Episode, EpisodeState, ToolCallRecord
 
 
 def episode(episode_id: str, env_id: str) -> Episode:
@@ -72,3 +72,67 @@ async def test_writes_are_kept_while_the_database_is_unreachable(tmp_path: Path)
         assert journal.pending == []
         async with database.transaction() as repos:
             assert await repos.environments.exists(spec.id)
+
+
+def call(seq: int) -> ToolCallRecord:
+    return ToolCallRecord(
+        seq=seq, tool_name="get_city_id", arguments={"name": "Paris"},
+        result={"city_id": "c-75"}, latency_ms=1.0, at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+async def test_bulk_runs_keep_the_queue_order(database_url: str) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with Database(database_url) as database:
+        journal = EpisodeJournal(database)
+
+        async def advance(repos: Repositories) -> None:
+            await repos.episodes.set_turn("ep_1", 1)
+
+        async def close(repos: Repositories) -> None:
+            await repos.episodes.set_state("ep_1", EpisodeState.CLOSED)
+
+        journal.add(EpisodeCreated(episode("ep_1", spec.id), "http://replica-1"))
+        journal.add(CallRecorded("ep_1", call(0)))
+        journal.add(EpisodeCreated(episode("ep_2", spec.id), None))
+        journal.add(CallRecorded("ep_2", call(0)))
+        journal.add(CallRecorded("ep_1", call(1)))
+        journal.add(advance)  # ends a bulk run: later calls go in a second multi-row insert
+        journal.add(CallRecorded("ep_1", call(2)))
+        journal.add(close)
+        await journal.flush()
+        assert journal.pending == []
+        async with database.transaction() as repos:
+            first = await repos.episodes.get("ep_1")
+            second = await repos.episodes.get("ep_2")
+            assert await repos.episodes.owner_url("ep_1") == "http://replica-1"
+    assert [c.seq for c in first.calls] == [0, 1, 2]
+    assert first.calls[0] == call(0).model_copy(update={"at": first.calls[0].at})
+    assert (first.turn, first.state) == (1, EpisodeState.CLOSED)
+    assert first.last_active_at == first.calls[2].at
+    assert [c.seq for c in second.calls] == [0]
+
+
+async def test_a_refused_bulk_write_drops_only_itself(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with Database(database_url) as database:
+        journal = EpisodeJournal(database)
+        journal.add(EpisodeCreated(episode("ep_1", spec.id), None))
+        journal.add(EpisodeCreated(episode("ep_2", "env_not_registered"), None))
+        journal.add(CallRecorded("ep_1", call(0)))
+        journal.add(CallRecorded("ep_2", call(0)))  # its episode was refused: refused too
+        journal.add(CallRecorded("ep_1", call(0)))  # position taken: refused
+        journal.add(CallRecorded("ep_1", call(1)))
+        with caplog.at_level(logging.ERROR):
+            await journal.flush()
+        assert journal.pending == []
+        assert caplog.text.count("dropped a write") == 3
+        async with database.transaction() as repos:
+            kept = await repos.episodes.get("ep_1")
+            with pytest.raises(NotFoundError):
+                await repos.episodes.get("ep_2")
+    assert [c.seq for c in kept.calls] == [0, 1]

@@ -19,12 +19,16 @@ import astra_proto
 from astra_proto import (
     SCHEMA_VERSION,
     BuiltinBackend,
+    CallOutcome,
     ContractModel,
     DistractorRef,
     EnvironmentSpec,
     Episode,
     EpisodeRequest,
     EpisodeState,
+    ExecutionCall,
+    ExecutionRequest,
+    ExecutionResult,
     FinishReason,
     FunctionCall,
     JobKind,
@@ -235,6 +239,15 @@ EXAMPLES: dict[str, BaseModel] = {
     "EnvironmentSpec": environment(),
     "DistractorRef": DistractorRef(env_id="env_" + "a" * 32, tool_name="get_weather"),
     "Episode": episode(),
+    "ExecutionCall": ExecutionCall(tool_name="get_weather", arguments={"city": "Paris"}),
+    "ExecutionRequest": ExecutionRequest(
+        tools=[weather_tool()],
+        calls=[ExecutionCall(tool_name="get_weather", arguments={"city": "Paris"})],
+    ),
+    "CallOutcome": CallOutcome(tool_name="get_weather", output={"temp_c": 21}, latency_ms=0.4),
+    "ExecutionResult": ExecutionResult(
+        outcomes=[CallOutcome(tool_name="get_weather", error="KeyError: 'x'", latency_ms=0.2)]
+    ),
     "EpisodeRequest": EpisodeRequest(
         env_id="env_" + "b" * 32,
         seed=7,

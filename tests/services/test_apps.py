@@ -147,6 +147,43 @@ async def test_bearer_auth_protects_routes() -> None:
         assert (await client.get("/v1/info")).json()["auth_required"] is True
 
 
+async def test_metrics_label_requests_by_route_template() -> None:
+    router = APIRouter()
+
+    @router.get("/things/{thing_id}")
+    async def read_thing(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    @router.get("/broken")
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    app = create_service_app(service="t", version="0", settings=ServiceSettings(), routers=[router])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for thing in ("a", "b", "c"):
+                assert (await client.get(f"/v1/things/{thing}")).status_code == 200
+            assert (await client.get("/nowhere")).status_code == 404
+            assert (await client.get("/v1/broken")).status_code == 500
+            text = (await client.get("/metrics")).text
+    assert (
+        'astra_http_requests_total{method="GET",route="/v1/things/{thing_id}",service="t",'
+        'status="200"} 3.0'
+    ) in text
+    assert "/v1/things/a" not in text
+    assert (
+        'astra_http_requests_total{method="GET",route="unmatched",service="t",status="404"} 1.0'
+    ) in text
+    assert (
+        'astra_http_requests_total{method="GET",route="/v1/broken",service="t",status="500"} 1.0'
+    ) in text
+    assert (
+        'astra_http_request_seconds_count{method="GET",route="/v1/things/{thing_id}",service="t"}'
+        " 3.0"
+    ) in text
+
+
 def test_production_requires_token() -> None:
     with pytest.raises(ValidationError, match="ASTRA_ROLLOUT_API_TOKEN must be set"):
         RolloutSettings(environment="production")

@@ -23,6 +23,7 @@ from astra_proto.episode import (
     ScoreRequest,
     ToolCallRecord,
 )
+from astra_proto.execution import CallOutcome, ExecutionCall, ExecutionRequest, ExecutionResult
 from astra_proto.jobs import JobKind, JobState, StageProgress, SynthesisJob
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import POLICY_KEY, TRAJECTORY_STREAM, PolicyPointer, StreamEnvelope
@@ -34,12 +35,16 @@ __all__ = [
     "SCHEMA_VERSION",
     "TRAJECTORY_STREAM",
     "BuiltinBackend",
+    "CallOutcome",
     "ContractModel",
     "DistractorRef",
     "EnvironmentSpec",
     "Episode",
     "EpisodeRequest",
     "EpisodeState",
+    "ExecutionCall",
+    "ExecutionRequest",
+    "ExecutionResult",
     "FinishReason",
     "FunctionCall",
     "JobKind",

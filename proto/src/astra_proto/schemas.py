@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from astra_proto.chat import Message, ToolCall
 from astra_proto.environment import EnvironmentSpec, SubQuestion, VerificationCertificate
 from astra_proto.episode import Episode, EpisodeRequest, ScoreRequest, ToolCallRecord
+from astra_proto.execution import CallOutcome, ExecutionCall, ExecutionRequest, ExecutionResult
 from astra_proto.jobs import SynthesisJob
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import PolicyPointer, StreamEnvelope
@@ -38,6 +39,10 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "SynthesisJob": SynthesisJob,
     "TrajectoryEnvelope": StreamEnvelope[Trajectory],
     "PolicyPointer": PolicyPointer,
+    "ExecutionCall": ExecutionCall,
+    "ExecutionRequest": ExecutionRequest,
+    "CallOutcome": CallOutcome,
+    "ExecutionResult": ExecutionResult,
 }
 """Every contract whose schema is published, by file name."""
 

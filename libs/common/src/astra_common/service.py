@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,8 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import ValidationError
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from astra_common.settings import ServiceSettings, settings_error_message
 
@@ -67,32 +66,57 @@ class ServiceMetrics:
         return cls(registry=registry, requests=requests, latency=latency)
 
 
-class _MetricsMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: Any, service: str, metrics: ServiceMetrics) -> None:
-        super().__init__(app)
+class _MetricsMiddleware:
+    """Counts requests and times them, labelled by the route template the router matched.
+
+    A plain ASGI middleware: the router records the route it matched in the scope (the same
+    dict this middleware holds), so the label costs a lookup, not a second route match.
+    """
+
+    def __init__(self, app: ASGIApp, service: str, metrics: ServiceMetrics) -> None:
+        self.app = app
         self.service = service
         self.metrics = metrics
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        # Label by route template, not raw path, so ids do not explode the label set.
-        route = _route_template(request)
-        self.metrics.requests.labels(
-            self.service, request.method, route, str(response.status_code)
-        ).inc()
-        self.metrics.latency.labels(self.service, request.method, route).observe(
-            time.perf_counter() - started
-        )
-        return response
+        status = 500  # an exception before the response started becomes a 500 outside
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            # Label by route template, not raw path, so ids do not explode the label set.
+            label = _route_label(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(self.service, method, label, str(status)).inc()
+            self.metrics.latency.labels(self.service, method, label).observe(
+                time.perf_counter() - started
+            )
 
 
-def _route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", request.url.path))
-    return "unmatched"
+def _route_label(scope: Scope) -> str:
+    """The full path template of the route the router matched, or ``unmatched``.
+
+    FastAPI 0.16x keeps included routers nested: ``scope["route"]`` is then the route as its
+    own router declared it (without the include prefixes), and the full template is in the
+    effective route context FastAPI stores in the scope.
+    """
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(context, "path_format", None)
+    if isinstance(template, str) and template:
+        return template
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
 
 
 def closing_lifespan(*closers: Callable[[], Awaitable[Any]]) -> Lifespan:

@@ -14,8 +14,14 @@ from astra_common.db import Database
 from astra_common.health import database_check
 from astra_common.service import StartupError, bearer_auth, create_service_app
 from astra_envhost import __version__
-from astra_envhost.api import RedirectToOwner, episodes_router, redirect_to_owner
+from astra_envhost.api import (
+    RedirectToOwner,
+    episodes_router,
+    executions_router,
+    redirect_to_owner,
+)
 from astra_envhost.episodes import EnvironmentKind, EpisodeManager
+from astra_envhost.executions import ExecutionRunner
 from astra_envhost.kinds import SandboxFactory, builtin_kinds
 from astra_envhost.mcp_server import MCPEndpoint, create_mcp_server, security_settings
 from astra_envhost.registry import EnvironmentRegistry
@@ -67,10 +73,13 @@ def create_app(
     check_isolation(settings)
     database = Database(settings.database_url)
     registry = EnvironmentRegistry(database)
+    sandbox = sandbox_factory(settings)
+    # Executions always run in the configured sandbox, even when tests replace the kinds.
+    executions = ExecutionRunner(sandbox, max_concurrent=settings.max_concurrent_executions)
     manager = EpisodeManager(
         database=database,
         registry=registry,
-        kinds=kinds if kinds is not None else builtin_kinds(sandbox_factory(settings)),
+        kinds=kinds if kinds is not None else builtin_kinds(sandbox),
         base_url=settings.base_url(),
         max_episodes=settings.max_episodes,
         idle_timeout=settings.episode_idle_timeout_s,
@@ -100,7 +109,10 @@ def create_app(
         service="envhost",
         version=__version__,
         settings=settings,
-        routers=[episodes_router(manager, bearer_auth(settings))],
+        routers=[
+            episodes_router(manager, bearer_auth(settings)),
+            executions_router(executions, bearer_auth(settings)),
+        ],
         health_checks={"database": database_check(database.engine)},
         lifespan=lifespan,
     )
@@ -111,4 +123,5 @@ def create_app(
     )
     app.state.episodes = manager
     app.state.registry = registry
+    app.state.executions = executions
     return app

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 
 from astra_common.db import Database
 from astra_envhost.backends import EpisodeRuntime, ToolExecutionError
-from astra_envhost.journal import EpisodeJournal
+from astra_envhost.journal import CallRecorded, EpisodeCreated, EpisodeJournal
 from astra_envhost.registry import (
     EnvironmentRegistry,
     LoadedEnvironment,
@@ -203,13 +203,7 @@ class EpisodeManager:
         )
         episode.mcp_url = self.mcp_url(episode.id)
         self.live[episode.id] = episode
-        model = episode.to_model()
-        owner = self.base_url
-
-        async def store(repos: Any) -> None:
-            await repos.episodes.create(model, owner_url=owner)
-
-        self.journal.add(store)
+        self.journal.add(EpisodeCreated(episode.to_model(), self.base_url))
         return episode
 
     async def _distractor_tools(
@@ -308,15 +302,9 @@ class EpisodeManager:
             distractor=tool_name in episode.distractors,
             at=utc_now(),
         )
-        record = record.model_copy(update={"seq": len(episode.calls)})
         episode.calls.append(record)
         episode.last_active_at = record.at
-        episode_id = episode.id
-
-        async def store(repos: Any) -> None:
-            await repos.episodes.record_calls(episode_id, [record])
-
-        self.journal.add(store)
+        self.journal.add(CallRecorded(episode.id, record))
         return record
 
     async def advance_turn(self, episode: LiveEpisode) -> int:

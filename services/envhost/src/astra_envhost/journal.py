@@ -1,8 +1,11 @@
 """Write-behind persistence of episodes: the hot path never waits for the database.
 
 Episode creation, calls, turns, states and rewards are queued in order and written in one
-transaction per flush (every ``interval`` seconds, and on demand). A failed flush keeps its
-operations and is retried, so nothing is lost while the database is briefly unavailable.
+transaction per flush (every ``interval`` seconds, and on demand). New episodes and calls, the
+bulk of the writes, go in as multi-row statements: per flush one ``INSERT`` of the episodes
+created since the last flush, one of the calls and one batched ``UPDATE`` of the episodes'
+activity, instead of several statements per call. A failed flush keeps its operations and is
+retried, so nothing is lost while the database is briefly unavailable.
 """
 
 from __future__ import annotations
@@ -13,11 +16,39 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError
+
 from astra_common.db import Database, DatabaseError, Repositories
+from astra_proto import Episode, ToolCallRecord
 
 log = logging.getLogger(__name__)
 
 Operation = Callable[[Repositories], Awaitable[None]]
+
+REFUSED = (DatabaseError, IntegrityError)
+"""Errors meaning the database refuses a write for good (retrying would fail the same way)."""
+
+
+@dataclass(frozen=True)
+class EpisodeCreated:
+    """Store a new episode (an ``Operation``; consecutive ones are written in bulk)."""
+
+    episode: Episode
+    owner_url: str | None
+
+    async def __call__(self, repos: Repositories) -> None:
+        await repos.episodes.create(self.episode, owner_url=self.owner_url)
+
+
+@dataclass(frozen=True)
+class CallRecorded:
+    """Store one call of an episode (an ``Operation``; consecutive ones are written in bulk)."""
+
+    episode_id: str
+    call: ToolCallRecord
+
+    async def __call__(self, repos: Repositories) -> None:
+        await repos.episodes.record_calls(self.episode_id, [self.call])
 
 
 @dataclass
@@ -42,7 +73,7 @@ class EpisodeJournal:
             batch, self.pending = self.pending, []
             try:
                 await self._apply(batch)
-            except DatabaseError:
+            except REFUSED:
                 # A write the database refuses for good (a conflict, a missing row) must not
                 # block the ones after it: apply them one by one and drop only the refused.
                 await self._apply_one_by_one(batch)
@@ -51,15 +82,37 @@ class EpisodeJournal:
                 raise
 
     async def _apply(self, batch: list[Operation]) -> None:
+        """One transaction; runs of new episodes and calls become multi-row statements.
+
+        A run's episodes are inserted before its calls, so a call of an episode created in the
+        same run finds it; any other operation ends the run, which keeps the queue's order.
+        """
         async with self.database.transaction() as repos:
+            created: list[tuple[Episode, str | None]] = []
+            calls: list[tuple[str, ToolCallRecord]] = []
+
+            async def write_run() -> None:
+                await repos.episodes.create_many(created)
+                await repos.episodes.record_calls_of_episodes(calls)
+                created.clear()
+                calls.clear()
+
             for operation in batch:
-                await operation(repos)
+                if isinstance(operation, EpisodeCreated):
+                    created.append((operation.episode, operation.owner_url))
+                elif isinstance(operation, CallRecorded):
+                    calls.append((operation.episode_id, operation.call))
+                else:
+                    await write_run()
+                    await operation(repos)
+            await write_run()
 
     async def _apply_one_by_one(self, batch: list[Operation]) -> None:
         for index, operation in enumerate(batch):
             try:
-                await self._apply([operation])
-            except DatabaseError:
+                async with self.database.transaction() as repos:
+                    await operation(repos)
+            except REFUSED:
                 log.exception("episode journal dropped a write the database refused")
             except Exception:
                 self.pending = batch[index:] + self.pending

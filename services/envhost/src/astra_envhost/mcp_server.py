@@ -14,7 +14,6 @@ from the request:
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterable
 from http.cookies import SimpleCookie
@@ -35,25 +34,14 @@ from starlette.types import Message, Receive, Scope, Send
 
 from astra_envhost import __version__
 from astra_envhost.episodes import CapacityError, EpisodeError, EpisodeManager, LiveEpisode
+from astra_envhost.fast_path import ToolCallFastPath
+from astra_envhost.mcp_results import tool_result
 from astra_envhost.registry import UnknownEnvironment
 from astra_proto import EpisodeRequest
 
 EPISODE_COOKIE = "astra_episode"
 EPISODE_HEADER = "x-astra-episode-id"
 SCOPE_EPISODE = "astra.episode_id"
-
-
-def tool_result(result: Any, error: str | None) -> types.CallToolResult:
-    """An MCP result: JSON text for the model, the structured output for programs."""
-    if error is not None:
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text=error)], is_error=True
-        )
-    structured = result if isinstance(result, dict) else {"result": result}
-    text = json.dumps(result, ensure_ascii=False, default=str)
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], structured_content=structured
-    )
 
 
 def mcp_tools(episode: LiveEpisode) -> list[types.Tool]:
@@ -134,6 +122,12 @@ class MCPEndpoint:
         api_token: str | None,
     ) -> None:
         self.app = StreamableHTTPASGIApp(session_manager)
+        self.fast_path = ToolCallFastPath(
+            manager,
+            session_manager.security_settings,
+            session_manager.max_request_body_size,
+            session_manager.app.server_info_stamp,
+        )
         self.manager = manager
         self.api_token = api_token
         self.sessions: dict[str, str] = {}  # legacy Mcp-Session-Id → episode id
@@ -149,6 +143,11 @@ class MCPEndpoint:
             await response(scope, receive, send)
             return
         if "env_id" not in request.path_params or scope["type"] != "http":
+            if "episode_id" in request.path_params and scope["type"] == "http":
+                fallback = await self.fast_path.serve(scope, receive, send)
+                if fallback is None:
+                    return
+                receive = fallback
             await self.app(scope, receive, send)
             return
         await self._serve_environment(request, scope, receive, send)

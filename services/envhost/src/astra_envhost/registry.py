@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from astra_common.db import Database, NotFoundError
-from astra_proto import EnvironmentSpec, ToolSpec
+from astra_proto import EnvironmentSpec, ToolSpec, canonical_json
 
 
 class UnknownEnvironment(LookupError):
@@ -31,12 +33,23 @@ class LoadedEnvironment:
 
 
 def compile_validator(tool: ToolSpec) -> Draft202012Validator:
-    """A JSON Schema validator for a tool's arguments."""
+    """A JSON Schema validator for a tool's arguments; ``ValueError`` for an invalid schema.
+
+    Validators are shared between tools with the same schema (checking a schema against the
+    metaschema costs milliseconds, and benchmark packs repeat the same tools across hundreds
+    of environments); a validator holds no per-call state.
+    """
     try:
-        Draft202012Validator.check_schema(tool.parameters)
+        return _validator_for(canonical_json(tool.parameters))
     except SchemaError as exc:
         raise ValueError(f"tool {tool.name!r} has an invalid input schema: {exc.message}") from exc
-    return Draft202012Validator(tool.parameters)
+
+
+@lru_cache(maxsize=4096)
+def _validator_for(schema_json: str) -> Draft202012Validator:
+    schema = json.loads(schema_json)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
 
 
 def argument_errors(validator: Draft202012Validator, arguments: dict[str, Any]) -> list[str]:

@@ -53,6 +53,10 @@ class EnvhostSettings(ServiceSettings):
     tool_output_bytes: int = Field(default=1_000_000, ge=1024)
     """Largest tool result accepted from the sandbox; larger ones are a tool error."""
 
+    max_concurrent_executions: int = Field(default=4, ge=1)
+    """One-off executions (POST /v1/executions) running at once, each in a sandbox of its own;
+    more wait for a free slot."""
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:

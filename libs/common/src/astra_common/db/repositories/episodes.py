@@ -7,7 +7,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from astra_common.db.errors import ConflictError, NotFoundError
@@ -32,28 +33,13 @@ class EpisodeRepository:
     async def create(self, episode: Episode, *, owner_url: str | None = None) -> Episode:
         """Store a new episode (and any calls it carries) held by the replica at ``owner_url``.
 
-        ``NotFoundError`` when its environment is not registered; ``ConflictError`` when the
-        episode id is taken.
+        Returns ``episode`` as given (nothing is read back). ``NotFoundError`` when its
+        environment is not registered; ``ConflictError`` when the episode id is taken.
         """
         if not await EnvironmentRepository(self.session).exists(episode.env_id):
             raise NotFoundError("environment", episode.env_id)
         inserted = await insert_if_absent(
-            self.session,
-            EpisodeRow,
-            {
-                "id": episode.id,
-                "env_id": episode.env_id,
-                "seed": episode.seed,
-                "state": episode.state.value,
-                "mcp_url": episode.mcp_url,
-                "owner_url": owner_url,
-                "tools": [tool.model_dump(mode="json") for tool in episode.tools],
-                "distractor_tools": episode.distractor_tools,
-                "turn": episode.turn,
-                "reward": episode.reward.model_dump(mode="json") if episode.reward else None,
-                "created_at": episode.created_at,
-                "last_active_at": episode.last_active_at,
-            },
+            self.session, EpisodeRow, _episode_values(episode, owner_url)
         )
         if not inserted:
             raise ConflictError(f"episode {episode.id!r} already exists")
@@ -61,7 +47,28 @@ class EpisodeRepository:
             await self.session.execute(
                 insert(EpisodeCallRow), [_call_values(episode.id, call) for call in episode.calls]
             )
-        return await self.get(episode.id)
+        return episode
+
+    async def create_many(self, episodes: Sequence[tuple[Episode, str | None]]) -> None:
+        """Store new episodes, each with the URL of the replica holding it, in one statement.
+
+        The bulk path of a write-behind journal: one multi-row ``INSERT`` (plus one for the
+        calls they carry), no existence checks, nothing read back. ``ConflictError`` when the
+        database refuses a row (an unregistered environment, an episode id already taken);
+        then nothing of the statement is stored.
+        """
+        if not episodes:
+            return
+        rows = [_episode_values(episode, owner) for episode, owner in episodes]
+        calls = [_call_values(e.id, call) for e, _ in episodes for call in e.calls]
+        try:
+            await self.session.execute(insert(EpisodeRow), rows)
+            if calls:
+                await self.session.execute(insert(EpisodeCallRow), calls)
+        except IntegrityError as exc:
+            raise ConflictError(
+                f"the database refused {len(rows)} new episodes: {exc.orig}"
+            ) from exc
 
     async def get(self, episode_id: str) -> Episode:
         """The episode with its calls in ``seq`` order; ``NotFoundError`` when there is none."""
@@ -143,6 +150,36 @@ class EpisodeRepository:
         )
         await self.touch(episode_id, at=max(call.at for call in calls))
 
+    async def record_calls_of_episodes(self, calls: Sequence[tuple[str, ToolCallRecord]]) -> None:
+        """Store calls of any episodes, as ``(episode_id, call)`` at the positions they carry,
+        and mark each episode active at its latest call: one multi-row ``INSERT`` and one
+        batched ``UPDATE`` (a write-behind journal's flush).
+
+        ``ConflictError`` when the database refuses a row (a position already taken, an episode
+        that does not exist); then nothing of the statement is stored.
+        """
+        if not calls:
+            return
+        latest: dict[str, datetime] = {}
+        for episode_id, call in calls:
+            if episode_id not in latest or call.at > latest[episode_id]:
+                latest[episode_id] = call.at
+        try:
+            await self.session.execute(
+                insert(EpisodeCallRow),
+                [_call_values(episode_id, call) for episode_id, call in calls],
+            )
+        except IntegrityError as exc:
+            raise ConflictError(f"the database refused {len(calls)} calls: {exc.orig}") from exc
+        # Core executemany on the connection: the ORM's bulk UPDATE would match rows by key.
+        connection = await self.session.connection()
+        await connection.execute(
+            update(EpisodeRow)
+            .where(EpisodeRow.id == bindparam("touched_id"))
+            .values(last_active_at=bindparam("touched_at")),
+            [{"touched_id": key, "touched_at": at} for key, at in latest.items()],
+        )
+
     async def set_turn(self, episode_id: str, turn: int) -> None:
         """Record the episode's current user turn."""
         await self._update(episode_id, turn=turn)
@@ -201,6 +238,23 @@ class EpisodeRepository:
         )
         if result.first() is None:
             raise NotFoundError("episode", episode_id)
+
+
+def _episode_values(episode: Episode, owner_url: str | None) -> dict[str, Any]:
+    return {
+        "id": episode.id,
+        "env_id": episode.env_id,
+        "seed": episode.seed,
+        "state": episode.state.value,
+        "mcp_url": episode.mcp_url,
+        "owner_url": owner_url,
+        "tools": [tool.model_dump(mode="json") for tool in episode.tools],
+        "distractor_tools": episode.distractor_tools,
+        "turn": episode.turn,
+        "reward": episode.reward.model_dump(mode="json") if episode.reward else None,
+        "created_at": episode.created_at,
+        "last_active_at": episode.last_active_at,
+    }
 
 
 def _call_values(episode_id: str, call: ToolCallRecord) -> dict[str, Any]:

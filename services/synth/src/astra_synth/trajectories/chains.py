@@ -1,0 +1,107 @@
+"""Chain checks: argument dependencies, an LLM coherence vote, and back-translation
+chain -> query -> chain. A chain that fails any is dropped with the reason counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from astra_synth.llm import LLMError, LLMUnavailable
+from astra_synth.llm_pipeline.ask import StageReply, Unparseable
+from astra_synth.trajectories.asker import Asker
+from astra_synth.trajectories.models import Chain, ToolServer
+from astra_synth.trajectories.walks import unbound_arguments
+
+SYSTEM_COHERENCE = (
+    "You check whether a sequence of tool calls on one server could be the solution of one "
+    "realistic user request, each call using what the user said or what earlier calls "
+    'returned. Reply with JSON only: {"coherent": true|false, "reason": "..."}'
+)
+SYSTEM_CHAIN_TO_QUERY = (
+    "You write the request a real user would send that is solved by calling the given tools "
+    "in the given order. Give concrete values (names, dates, amounts) the calls need; do not "
+    'mention the tools. Reply with JSON only: {"query": "..."}'
+)
+SYSTEM_QUERY_TO_CHAIN = (
+    "You plan tool use. Given a user request and the tools of one server, list the tool "
+    "names to call, in order, to solve it (names from the list only). "
+    'Reply with JSON only: {"chain": ["tool_a", "tool_b"]}'
+)
+
+
+class CoherenceReply(StageReply):
+    coherent: bool
+    reason: str = ""
+
+
+class QueryReply(StageReply):
+    query: str
+
+
+class ChainReply(StageReply):
+    chain: list[str]
+
+
+def tool_documents(server: ToolServer, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The tools (all, or those named, in that order) as the prompts show them."""
+    tools = [server.tool(n) for n in names] if names is not None else server.tools
+    return [
+        {"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools
+    ]
+
+
+class ChainChecker:
+    """Runs every check on a chain; returns the query of a chain that passes."""
+
+    def __init__(self, asker: Asker, votes: int) -> None:
+        self.asker = asker
+        self.votes = votes
+        self.rejected: Counter[str] = Counter()
+
+    async def check(self, chain: Chain, server: ToolServer) -> str | None:
+        """The back-translated query when ``chain`` passes every check, else None (the reason
+        is counted in ``rejected``). ``LLMUnavailable`` propagates."""
+        if unbound_arguments(chain, server):
+            self.rejected["chain_unbound_argument"] += 1
+            return None
+        try:
+            return await self._llm_checks(chain, server)
+        except LLMUnavailable:
+            raise
+        except Unparseable as exc:
+            stage = str(exc).split(":", 1)[0]
+            self.rejected[f"llm_malformed:{stage}"] += 1
+        except LLMError:
+            self.rejected["llm_error:chain_check"] += 1
+        return None
+
+    async def _llm_checks(self, chain: Chain, server: ToolServer) -> str | None:
+        payload = {
+            "server": server.name,
+            "description": server.description,
+            "chain": tool_documents(server, chain.tools),
+        }
+        yes = 0
+        for sample in range(self.votes):
+            vote = await self.asker.ask(
+                "coherence", SYSTEM_COHERENCE, payload, CoherenceReply, judge=True, sample=sample
+            )
+            yes += vote.coherent
+        if 2 * yes <= self.votes:
+            self.rejected["chain_incoherent"] += 1
+            return None
+        query = await self.asker.ask("chain_to_query", SYSTEM_CHAIN_TO_QUERY, payload, QueryReply)
+        if not query.query.strip():
+            self.rejected["chain_empty_query"] += 1
+            return None
+        back = await self.asker.ask(
+            "query_to_chain",
+            SYSTEM_QUERY_TO_CHAIN,
+            {"query": query.query, "tools": tool_documents(server)},
+            ChainReply,
+            judge=True,
+        )
+        if back.chain != chain.tools:
+            self.rejected["chain_backtranslation_mismatch"] += 1
+            return None
+        return query.query.strip()
