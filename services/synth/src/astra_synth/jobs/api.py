@@ -15,8 +15,8 @@ from pydantic import BaseModel
 
 from astra_common.db import Database, ImmutableError, NotFoundError
 from astra_proto import JobKind, JobState, StageProgress, SynthesisJob
-from astra_synth.jobs.requests import MAX_QA_BYTES, EnvironmentJobRequest
-from astra_synth.jobs.tasks import ENVIRONMENT_JOB_TASK
+from astra_synth.jobs.requests import MAX_QA_BYTES, DatasetJobRequest, EnvironmentJobRequest
+from astra_synth.jobs.tasks import DATASET_JOB_TASK, ENVIRONMENT_JOB_TASK
 from astra_synth.settings import SynthSettings
 
 log = logging.getLogger(__name__)
@@ -79,21 +79,30 @@ def jobs_router(
             )
         if source != "procedural":
             check_pipeline_settings(body.pipeline)
-        now = datetime.now(UTC)
         params = body.model_dump(mode="json", exclude_none=True) | {"source": source}
+        return await submit(JobKind.ENVIRONMENTS, params, ENVIRONMENT_JOB_TASK)
+
+    @router.post(
+        "/datasets",
+        status_code=201,
+        dependencies=[Depends(auth)],
+        summary="Start a dataset job (gold SFT trajectories of registered environments)",
+    )
+    async def start_dataset_job(body: DatasetJobRequest) -> SynthesisJob:
+        return await submit(
+            JobKind.TRAJECTORIES, body.model_dump(mode="json", exclude_none=True), DATASET_JOB_TASK
+        )
+
+    async def submit(kind: JobKind, params: dict[str, Any], task: str) -> SynthesisJob:
+        """Store the job, then queue it (a queue failure marks it failed and answers 503)."""
+        now = datetime.now(UTC)
         job = SynthesisJob(
-            id=f"job_{uuid.uuid4().hex}",
-            kind=JobKind.ENVIRONMENTS,
-            params=params,
-            created_at=now,
-            updated_at=now,
+            id=f"job_{uuid.uuid4().hex}", kind=kind, params=params, created_at=now, updated_at=now
         )
         async with database.transaction() as repos:
             created = await repos.jobs.create(job)
         try:
-            await asyncio.to_thread(
-                celery_app.send_task, ENVIRONMENT_JOB_TASK, args=[job.id], task_id=job.id
-            )
+            await asyncio.to_thread(celery_app.send_task, task, args=[job.id], task_id=job.id)
         except Exception as exc:
             log.exception("could not queue job %s", job.id)
             reason = f"the job queue is unreachable: {type(exc).__name__}: {exc}"

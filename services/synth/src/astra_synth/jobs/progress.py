@@ -24,13 +24,20 @@ class JobProgress:
     """
 
     def __init__(
-        self, database: Database, job_id: str, stages: list[str], interval_s: float = 0.5
+        self,
+        database: Database,
+        job_id: str,
+        stages: list[str],
+        interval_s: float = 0.5,
+        *,
+        yield_stats: bool = True,
     ) -> None:
         self.database = database
         self.job_id = job_id
         self.interval_s = interval_s
         self.stages = {name: StageProgress(stage=name) for name in stages}
         self.stats = YieldStats()
+        self.yield_stats = yield_stats
         self.notes: dict[str, Any] = {}
         """Extra facts for the job's result (malformed input lines, LLM usage)."""
         self._last_flush = 0.0
@@ -71,6 +78,11 @@ class JobProgress:
         """The stages in order."""
         return [stage.model_copy(deep=True) for stage in self.stages.values()]
 
+    def _result(self) -> dict[str, Any]:
+        if self.yield_stats:
+            return self.stats.as_dict(self.rejected()) | self.notes
+        return {"rejected": self.rejected()} | self.notes
+
     async def flush(self, *, force: bool = False) -> None:
         """Store progress and statistics (at most once per interval unless ``force``)."""
         now = time.monotonic()
@@ -82,7 +94,7 @@ class JobProgress:
                 await repos.jobs.update(
                     self.job_id,
                     progress=self.snapshot(),
-                    result=self.stats.as_dict(self.rejected()) | self.notes,
+                    result=self._result(),
                 )
         except ImmutableError:
             raise JobCancelled(self.job_id) from None

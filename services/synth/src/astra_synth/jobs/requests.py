@@ -75,3 +75,26 @@ class EnvironmentJobRequest(BaseModel):
     def qa_size(self) -> int:
         """Bytes of the QA document."""
         return len(self.qa_jsonl.encode()) if self.qa_jsonl else 0
+
+
+class DatasetJobRequest(BaseModel):
+    """Build an SFT dataset from registered environments.
+
+    ``source`` ``gold``: the reference solutions of procedural environments, played for real
+    through envhost (no LLM). The environments are ``env_ids``, or those matching the
+    registry filters (procedural ``train`` split by default), at most ``limit``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["gold"] = "gold"
+    name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="Default: the job id."
+    )
+    env_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_COUNT)
+    env_source: str = Field(default="procedural", max_length=64)
+    split: str | None = Field(default="train", max_length=64)
+    domain: str | None = Field(default=None, max_length=128)
+    job_id: str | None = Field(default=None, max_length=255, description="Environments of a job.")
+    limit: int = Field(default=1_000, ge=1, le=MAX_COUNT)
+    concurrency: int = Field(default=4, ge=1, le=64)

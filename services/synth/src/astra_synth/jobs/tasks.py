@@ -9,6 +9,7 @@ from celery import Celery
 from astra_synth.settings import SynthSettings
 
 ENVIRONMENT_JOB_TASK = "astra.synth.environment_job"
+DATASET_JOB_TASK = "astra.synth.dataset_job"
 
 
 def register_job_tasks(app: Celery, settings: SynthSettings) -> None:
@@ -20,3 +21,10 @@ def register_job_tasks(app: Celery, settings: SynthSettings) -> None:
         from astra_synth.jobs.environment_job import run_environment_job
 
         return asyncio.run(run_environment_job(job_id, settings)).value
+
+    @app.task(name=DATASET_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+    def dataset_job(job_id: str) -> str:
+        """Run dataset job ``job_id`` to a terminal state; returns the state."""
+        from astra_synth.jobs.dataset_job import run_dataset_job
+
+        return asyncio.run(run_dataset_job(job_id, settings)).value
