@@ -141,3 +141,29 @@ def test_solving_more_raises_the_reward(scenario: tuple[int, int, int]) -> None:
 def test_extra_calls_never_raise_the_reward(scenario: tuple[int, int, int]) -> None:
     n, n_solved, calls = scenario
     assert compute(n, n_solved, calls + 1).f1 <= compute(n, n_solved, calls).f1
+
+
+@pytest.mark.parametrize(
+    ("n", "n_solved", "calls", "success"),
+    [
+        (3, 3, 3, True),  # every sub-question, one call each
+        (3, 3, 2, True),  # fewer calls than sub-questions (one call answered two)
+        (3, 3, 4, False),  # one wasted call
+        (10_000, 10_000, 10_001, False),  # one wasted call among many: F1 0.99995, not a success
+        (3, 2, 2, False),  # one sub-question unsolved
+        (0, 0, 0, False),  # nothing to solve
+    ],
+)
+def test_success_means_perfect_up_to_epsilon(
+    n: int, n_solved: int, calls: int, success: bool
+) -> None:
+    assert compute(n, n_solved, calls).success is success
+
+
+def test_a_verifier_pass_is_a_success() -> None:
+    passed = RewardBreakdown(
+        n_subquestions=1, n_solved=1, n_calls=9, precision=1.0, recall=1.0, f1=1.0
+    )
+    failed = passed.model_copy(update={"n_solved": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0})
+    assert passed.success
+    assert not failed.success

@@ -51,6 +51,18 @@ class RewardBreakdown(ContractModel):
             raise ValueError("solved_ids must list exactly the solved sub-questions")
         return self
 
+    @property
+    def success(self) -> bool:
+        """The episode was solved perfectly: F1 at its maximum for ``n`` sub-questions (every
+        one solved with no wasted call; the maximum is just under 1 because of the ε in the
+        precision), or a verifier's pass (BFCL: F1 = 1)."""
+        if self.n_subquestions == 0 or self.n_solved < self.n_subquestions:
+            return False
+        n = self.n_subquestions
+        precision = min(n / (n + PRECISION_EPSILON), 1.0)
+        best = 2 * precision / (precision + 1.0)
+        return self.f1 >= best - 1e-9
+
     @classmethod
     def compute(
         cls,

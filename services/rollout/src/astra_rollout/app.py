@@ -1,23 +1,147 @@
-"""The rollout FastAPI app."""
+"""The rollout FastAPI app: batches of agent episodes, trajectories to the Redis stream."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import httpx2
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from astra_common.health import redis_check
-from astra_common.service import closing_lifespan, create_service_app
+from astra_common.service import bearer_auth, create_service_app
+from astra_common.streams import StreamPublisher
+from astra_proto import (
+    POLICY_KEY,
+    TRAJECTORY_STREAM,
+    DistractorRef,
+    EnvironmentSpec,
+    PolicyPointer,
+    StreamEnvelope,
+    Trajectory,
+)
 from astra_rollout import __version__
+from astra_rollout.api import batches_router
+from astra_rollout.batch_models import DistractorSettings
+from astra_rollout.batches import BatchRunner, DistractorSelector
+from astra_rollout.distractors import ToolIndex
+from astra_rollout.envhost_client import EnvhostClient
+from astra_rollout.evaluation import EvaluationRunner
+from astra_rollout.evaluation_api import evaluations_router
+from astra_rollout.registry_client import EnvironmentSource, SynthRegistry
 from astra_rollout.settings import RolloutSettings
 
+REDIS_CONNECTIONS = 32
+"""Connections to Redis per process (policy-version reads and stream writes are short)."""
 
-def create_app(settings: RolloutSettings) -> FastAPI:
-    """Build the rollout app."""
-    redis_client = aioredis.Redis.from_url(settings.redis_url)
-    return create_service_app(
+PUBLISH_TIMEOUT_S = 60.0
+"""How long one trajectory may wait for the stream before it counts as a publish error."""
+
+
+def http_limits(settings: RolloutSettings) -> httpx.Limits:
+    """Enough pooled connections for every episode in flight (httpx's default is 100)."""
+    n = settings.max_concurrent_episodes
+    return httpx.Limits(max_connections=2 * n + 16, max_keepalive_connections=n + 16)
+
+
+def registry_distractors(registry: EnvironmentSource) -> DistractorSelector:
+    """Distractors by similarity bands from every synthetic environment of the registry; the
+    index picks up newly registered environments before each selection."""
+    index = ToolIndex()
+
+    async def select(env: EnvironmentSpec, options: DistractorSettings) -> list[DistractorRef]:
+        await index.update_from(registry)
+        return await index.for_batch(env, options)
+
+    return select
+
+
+def create_app(settings: RolloutSettings, distractors: DistractorSelector | None = None) -> FastAPI:
+    """Build the rollout app; ``distractors`` chooses distractor tools (default: by similarity
+    bands over the registry's environments, ``astra_rollout.distractors``)."""
+    # A blocking pool: episodes that need Redis at once wait for a connection instead of
+    # failing with "Too many connections" (the plain pool raises at its cap).
+    redis_client = aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=30
+        )
+    )
+    http = httpx.AsyncClient(limits=http_limits(settings), timeout=60.0, follow_redirects=True)
+    n = settings.max_concurrent_episodes
+    token_headers = (
+        {"Authorization": f"Bearer {settings.envhost_token}"} if settings.envhost_token else {}
+    )
+    mcp_http = httpx2.AsyncClient(
+        headers=token_headers,
+        timeout=httpx2.Timeout(30.0, read=300.0),
+        limits=httpx2.Limits(max_connections=2 * n + 16, max_keepalive_connections=n + 16),
+    )
+    publisher = StreamPublisher(redis_client, TRAJECTORY_STREAM, maxlen=settings.stream_maxlen)
+    producer = f"rollout@{socket.gethostname()}"
+
+    async def publish(trajectory: Trajectory) -> None:
+        envelope = StreamEnvelope[Trajectory](
+            record_id=trajectory.id, producer=producer, payload=trajectory
+        )
+        future = await publisher.publish(envelope)
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            await asyncio.shield(future)
+
+    async def policy_version() -> int:
+        raw = await redis_client.get(POLICY_KEY)
+        return PolicyPointer.model_validate_json(raw).version if raw else 0
+
+    registry = SynthRegistry(settings.synth_url, http)
+    episodes = EnvhostClient(
+        settings.envhost_url, http=http, mcp_http=mcp_http, token=settings.envhost_token
+    )
+    runner = BatchRunner(
+        settings,
+        episodes=episodes,
+        registry=registry,
+        publish=publish,
+        policy_version=policy_version,
+        policy_http=http,
+        distractors=distractors or registry_distractors(registry),
+    )
+    evaluations = EvaluationRunner(
+        episodes=episodes,
+        registry=registry,
+        policy_factory=lambda endpoint: runner.policy_client(endpoint),
+        default_limits=runner.default_limits,
+        concurrency=settings.max_concurrent_episodes,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        publisher.start()
+        try:
+            yield
+        finally:
+            try:
+                await runner.aclose()
+                await evaluations.aclose()
+                await publisher.aclose()
+            finally:
+                await http.aclose()
+                await mcp_http.aclose()
+                await redis_client.aclose()
+
+    app = create_service_app(
         service="rollout",
         version=__version__,
         settings=settings,
+        routers=[
+            batches_router(runner, bearer_auth(settings)),
+            evaluations_router(evaluations, bearer_auth(settings)),
+        ],
         health_checks={"redis": redis_check(redis_client)},
-        lifespan=closing_lifespan(redis_client.aclose),
+        lifespan=lifespan,
     )
+    app.state.batches = runner
+    app.state.evaluations = evaluations
+    return app

@@ -39,8 +39,6 @@ SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 """Each suite's registry source and its categories (registry splits)."""
 
-SUCCESS_F1 = 1.0 - 1e-9
-
 
 class EvaluationRequest(BaseModel):
     """Evaluate a policy on a suite: ``limit`` entries per category (the first ones in the
@@ -157,7 +155,10 @@ class EvaluationRunner:
     async def start(self, request: EvaluationRequest) -> EvaluationStatus:
         """Resolve the suite's entries and start; ``EvaluationError`` when nothing matches
         (e.g. BFCL not imported) or the registry fails."""
-        policy = self._policy_factory(request.policy)
+        try:
+            policy = self._policy_factory(request.policy)
+        except Exception as exc:  # no usable endpoint
+            raise EvaluationError(str(exc), getattr(exc, "status", 422)) from exc
         source, known = SUITES[request.suite]
         specs: list[tuple[str, EnvironmentSpec]] = []
         for category in request.categories or known:
@@ -197,8 +198,7 @@ class EvaluationRunner:
     def all(self) -> list[EvaluationStatus]:
         """Every evaluation this process keeps, oldest first (without per-entry rows)."""
         return [
-            run.status.model_copy(update={"entries": []}, deep=True)
-            for run in self._runs.values()
+            run.status.model_copy(update={"entries": []}, deep=True) for run in self._runs.values()
         ]
 
     async def wait(self, evaluation_id: str) -> EvaluationStatus:
@@ -263,7 +263,7 @@ def entry_score(category: str, trajectory: Trajectory) -> EntryScore:
         env_id=trajectory.env_id,
         category=category,
         reward=reward,
-        success=trajectory.reward is not None and reward >= SUCCESS_F1,
+        success=trajectory.reward is not None and trajectory.reward.success,
         turns=trajectory.turns,
         tool_calls=int(trajectory.metadata.get("tool_calls", 0)),
         finish_reason=trajectory.finish_reason.value,
@@ -294,4 +294,3 @@ def _category(name: str, rows: list[EntryScore]) -> CategoryScore:
         mean_turns=mean([float(r.turns) for r in rows]),
         mean_tool_calls=mean([float(r.tool_calls) for r in rows]),
     )
-

@@ -1,0 +1,227 @@
+"""The policy: an OpenAI-compatible chat-completions endpoint (vLLM), with tools and retries.
+
+One shared ``httpx.AsyncClient`` serves every episode (building a client costs ~20 ms). Where
+the server returns token ids and logprobs (vLLM with ``return_token_ids`` and ``logprobs``),
+they come back on the ``Completion``; tool calls come from the server's parser, or from
+``<tool_call>`` blocks in the text when the server returned raw text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from astra_proto import FunctionCall, Message, ToolCall, ToolSpec
+from astra_rollout.tool_call_text import has_tool_call_text, parse_tool_call_text
+
+INVALID_CALL_NAME = "invalid_tool_call"
+"""Name given to a ``<tool_call>`` block whose name could not be read."""
+
+NONFINITE_LOGPROB = -9999.0
+"""Stands in for a logprob the server reported as -inf or NaN (JSON cannot carry them)."""
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class SamplingParams(BaseModel):
+    """Sampling parameters sent with every chat-completion request of an episode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1, le=131_072, description="Per completion.")
+    stop: list[str] | None = Field(default=None, max_length=8)
+    seed: int | None = Field(default=None, description="Sampling seed, where the server has one.")
+
+
+class PolicyError(Exception):
+    """The policy endpoint failed (after retries, where retrying made sense)."""
+
+
+@dataclass(slots=True)
+class Completion:
+    """One assistant turn as the policy produced it.
+
+    ``call_errors`` maps the id of each tool call that could not be read to why; such calls
+    are answered with that error instead of being run. Token arrays are None when the server
+    returned none; ``logprobs`` is aligned with ``completion_token_ids``.
+    """
+
+    message: Message
+    finish_reason: str | None
+    call_errors: dict[str, str] = field(default_factory=dict)
+    prompt_token_ids: list[int] | None = None
+    completion_token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    parsed_from_text: bool = False
+    seconds: float = 0.0
+    attempts: int = 1
+
+
+@dataclass(slots=True)
+class PolicyClient:
+    """Chat completions against ``base_url`` (``.../v1``) for ``model``, over a shared client."""
+
+    http: httpx.AsyncClient
+    base_url: str
+    model: str
+    api_key: str | None = None
+    request_token_ids: bool = True
+    retries: int = 4
+    backoff_s: float = 0.5
+    timeout_s: float = 300.0
+
+    async def complete(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        sampling: SamplingParams,
+        turn: int = 0,
+    ) -> Completion:
+        """The next assistant message for ``messages`` with ``tools`` offered.
+
+        Retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter
+        (``retries`` times); raises ``PolicyError`` when they run out, on any other 4xx (with
+        the server's message) and on a reply that is not a chat completion.
+        """
+        body = self._request_body(messages, tools, sampling)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self.http.post(
+                    url, json=body, headers=headers, timeout=self.timeout_s
+                )
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            else:
+                if response.status_code == 200:
+                    break
+                failure = f"HTTP {response.status_code}: {response.text[:500]}"
+                if response.status_code not in RETRY_STATUSES:
+                    raise PolicyError(f"policy endpoint {url} refused the request: {failure}")
+            if attempt > self.retries:
+                raise PolicyError(
+                    f"policy endpoint {url} failed after {attempt} attempts: {failure}"
+                )
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise PolicyError(f"policy endpoint {url} returned non-JSON: {exc}") from None
+        completion = parse_completion(payload, turn)
+        completion.seconds = time.perf_counter() - started
+        completion.attempts = attempt
+        return completion
+
+    def _request_body(
+        self, messages: list[Message], tools: list[ToolSpec], sampling: SamplingParams
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [wire_message(m) for m in messages],
+            **sampling.model_dump(exclude_none=True),
+        }
+        if tools:
+            body["tools"] = [t.to_openai() for t in tools]
+            body["tool_choice"] = "auto"
+        if self.request_token_ids:
+            body["logprobs"] = True
+            body["return_token_ids"] = True
+        return body
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    """A message as the chat-completions API takes it (assistant content never missing)."""
+    data = message.model_dump(exclude_none=True)
+    if message.role == "assistant" and "content" not in data:
+        data["content"] = ""
+    return data
+
+
+def parse_completion(payload: Any, turn: int) -> Completion:
+    """Read a chat-completion response body; raises ``PolicyError`` when it is not one."""
+    try:
+        choice = payload["choices"][0]
+        raw = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise PolicyError("policy reply has no choices[0].message") from None
+    content = raw.get("content")
+    call_errors: dict[str, str] = {}
+    tool_calls: list[ToolCall] = []
+    for index, call in enumerate(raw.get("tool_calls") or []):
+        function = call.get("function") or {}
+        name = function.get("name") or INVALID_CALL_NAME
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # some servers send an object, not a JSON string
+            arguments = json.dumps(arguments)
+        call_id = call.get("id") or f"call_{turn}_{index}"
+        tool_calls.append(
+            ToolCall(id=call_id, function=FunctionCall(name=name, arguments=arguments or "{}"))
+        )
+        if name == INVALID_CALL_NAME:
+            call_errors[call_id] = "tool call has no function name"
+    parsed_from_text = False
+    if not tool_calls and has_tool_call_text(content):
+        parsed_from_text = True
+        content, text_calls = parse_tool_call_text(content or "")
+        for index, text_call in enumerate(text_calls):
+            call_id = f"call_{turn}_{index}"
+            tool_calls.append(
+                ToolCall(
+                    id=call_id,
+                    function=FunctionCall(
+                        name=text_call.name or INVALID_CALL_NAME, arguments=text_call.arguments
+                    ),
+                )
+            )
+            if text_call.error:
+                call_errors[call_id] = text_call.error
+    message = Message(role="assistant", content=content or None, tool_calls=tool_calls or None)
+    usage = payload.get("usage") or {}
+    token_ids = choice.get("token_ids")
+    return Completion(
+        message=message,
+        finish_reason=choice.get("finish_reason"),
+        call_errors=call_errors,
+        prompt_token_ids=_int_list(payload.get("prompt_token_ids")),
+        completion_token_ids=_int_list(token_ids),
+        logprobs=_logprobs(choice.get("logprobs")),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        parsed_from_text=parsed_from_text,
+    )
+
+
+def _int_list(value: Any) -> list[int] | None:
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+def _logprobs(value: Any) -> list[float] | None:
+    """Per-token logprobs from OpenAI's ``logprobs.content`` list, non-finite values replaced."""
+    if not isinstance(value, dict) or not isinstance(value.get("content"), list):
+        return None
+    out: list[float] = []
+    for entry in value["content"]:
+        logprob = entry.get("logprob") if isinstance(entry, dict) else None
+        if not isinstance(logprob, int | float):
+            return None
+        out.append(float(logprob) if math.isfinite(logprob) else NONFINITE_LOGPROB)
+    return out
