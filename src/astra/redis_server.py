@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
-from astra.processes import spawn, stop_all
+from astra_common.processes import spawn, stop_all
 
 
 class RedisServerError(RuntimeError):

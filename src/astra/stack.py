@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from astra.processes import spawn, stop_all, tail
 from astra.redis_server import RedisServer, free_port
+from astra_common.processes import spawn, stop_all, tail
 
 SERVICES = ("synth", "envhost", "rollout", "trainer")
 STATE_FILE = "stack.json"
