@@ -23,6 +23,18 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+MODEL_CACHE = REPO_ROOT / ".pytest_cache" / "d" / "astra-trainer-models"
+"""Where tests keep the converted default model (converted once, ~30 s, then verified)."""
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """SmolLM2-135M-Instruct converted by the trainer's model store, shared by every test."""
+    from astra_trainer.models import ModelStore  # imported late: torch is slow to import
+
+    return ModelStore(MODEL_CACHE).ensure_default()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis server of our own on a free loopback port, stopped at the end of the run."""

@@ -49,11 +49,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(params=[["--no-policy-server"]])
+def running_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     state_dir = tmp_path / "astra"
     runner = subprocess.Popen(
-        [*ASTRA, "up", "--state-dir", str(state_dir), "--port-base", "0"],
+        [*ASTRA, "up", "--state-dir", str(state_dir), "--port-base", "0", *request.param],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -76,7 +76,8 @@ def running_stack(tmp_path: Path) -> Iterator[Stack]:
 def all_healthy(state: dict[str, Any]) -> bool:
     try:
         for info in state["services"].values():
-            if info["url"] and httpx.get(f"{info['url']}/healthz", timeout=2).status_code != 200:
+            url = info["url"] and f"{info['url']}{info.get('health', '/healthz')}"
+            if url and httpx.get(url, timeout=2).status_code != 200:
                 return False
         workers = httpx.get(f"{state['services']['synth']['url']}/v1/workers", timeout=3)
         return bool(workers.json()["count"])
@@ -122,3 +123,43 @@ def test_status_without_stack_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "no stack running" in result.stderr
+
+
+VLLM_VENV = Path(sys.prefix).parent / ".venv-vllm"
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.skipif(
+    not (VLLM_VENV / "bin" / "python").exists(),
+    reason=f"no vLLM environment at {VLLM_VENV}: run scripts/vllm-venv.sh (make install does)",
+)
+def test_embedded_policy_server_is_served_and_dies_with_the_runner(
+    tmp_path: Path, default_model_dir: Path
+) -> None:
+    state_dir = tmp_path / "astra"
+    runner = subprocess.Popen(
+        [*ASTRA, "up", "--state-dir", str(state_dir), "--port-base", "0",
+         "--policy-model", str(default_model_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        state_file = state_dir / "stack.json"
+        wait_until(lambda: state_file.is_file() or runner.poll() is not None, 120, "stack.json")
+        assert runner.poll() is None, runner.communicate()[0]
+        state = json.loads(state_file.read_text())
+        assert "policy" in state["services"]
+        wait_until(lambda: all_healthy(state), 300, "every service and the policy server")
+        models = httpx.get(f"{state['services']['policy']['url']}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct"]
+        rollout = state["services"]["rollout"]["url"]
+        assert httpx.get(f"{rollout}/healthz", timeout=5).status_code == 200
+
+        runner.kill()  # SIGKILL: vLLM and its engine processes must go too
+        runner.wait(10)
+        wait_until(lambda: not processes_of_stack(state["stack_id"]), 60, "children to exit")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(30)
+        if runner.stdout is not None:
+            runner.stdout.close()

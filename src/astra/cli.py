@@ -44,6 +44,30 @@ StateDir = Annotated[
 ]
 
 
+PolicyUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ASTRA_POLICY_URL",
+        help="OpenAI-compatible policy endpoint (.../v1) instead of the embedded vLLM server.",
+    ),
+]
+PolicyServerFlag = Annotated[
+    bool,
+    typer.Option(
+        "--policy-server/--no-policy-server",
+        help="Start the embedded vLLM policy server (needs .venv-vllm; about 3.5 GB of RAM).",
+    ),
+]
+
+PolicyModel = Annotated[
+    Path | None,
+    typer.Option(
+        help="Model folder the embedded policy server serves (default: SmolLM2-135M-Instruct, "
+        "converted once into the state directory's model store)."
+    ),
+]
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one readable error line and return the exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
@@ -109,13 +133,20 @@ def up(
     allow_unsandboxed: Annotated[
         bool, typer.Option(help="Run tool code without bubblewrap (development only).")
     ] = False,
+    policy_url: PolicyUrl = None,
+    policy_server: PolicyServerFlag = True,
+    policy_model: PolicyModel = None,
 ) -> None:
-    """Start every service, a Celery worker and Redis locally; Ctrl-C stops them all."""
+    """Start every service, a Celery worker, Redis and the vLLM policy server locally;
+    Ctrl-C stops them all."""
     options = StackOptions(
         state_dir=state_dir,
         port_base=port_base,
         redis_url=redis_url,
         allow_unsandboxed=allow_unsandboxed,
+        policy_url=policy_url,
+        policy_server=policy_server,
+        policy_model_dir=policy_model,
     )
     try:
         stack = _start(options)

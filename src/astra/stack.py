@@ -42,6 +42,7 @@ class Child:
     env: dict[str, str]
     log_path: Path
     url: str | None = None
+    health_path: str = "/healthz"
     process: subprocess.Popen[bytes] | None = None
 
 
@@ -56,7 +57,24 @@ class StackOptions:
     redis_url: str | None = None
     """Use this Redis instead of starting one."""
     allow_unsandboxed: bool = False
-    startup_timeout: float = 90.0
+    policy_url: str | None = None
+    """An OpenAI-compatible policy endpoint (``.../v1``) to use instead of the embedded one."""
+    policy_server: bool = True
+    """Start the embedded vLLM policy server (when no ``policy_url`` is given)."""
+    vllm_venv: Path = field(default_factory=lambda: default_vllm_venv())
+    """Virtual environment of vLLM's CPU build (``scripts/vllm-venv.sh`` builds it)."""
+    policy_model_dir: Path | None = None
+    """Model folder the embedded server starts on; default: the model store's SmolLM2."""
+    startup_timeout: float = 300.0
+
+
+def default_vllm_venv() -> Path:
+    """``ASTRA_VLLM_VENV``, else ``.venv-vllm`` beside the virtual environment running this."""
+    explicit = os.environ.get("ASTRA_VLLM_VENV")
+    return Path(explicit) if explicit else Path(sys.prefix).parent / ".venv-vllm"
+
+
+POLICY_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -88,11 +106,17 @@ class LocalStack:
         """The embedded SQLite database."""
         return f"sqlite+aiosqlite:///{self.state_dir / 'astra.db'}"
 
+    @property
+    def embedded_policy(self) -> bool:
+        """Whether this stack runs its own vLLM policy server."""
+        return self.options.policy_server and not self.options.policy_url
+
     def _ports(self) -> dict[str, int]:
         host, base = self.options.host, self.options.port_base
+        names = [*SERVICES, "policy"] if self.embedded_policy else list(SERVICES)
         if base == 0:
-            return {name: free_port(host) for name in SERVICES}
-        ports = {name: base + offset for offset, name in enumerate(SERVICES)}
+            return {name: free_port(host) for name in names}
+        ports = {name: base + offset for offset, name in enumerate(names)}
         busy = [f"{name}:{port}" for name, port in ports.items() if not _port_free(host, port)]
         if busy:
             raise StackError(
@@ -106,6 +130,10 @@ class LocalStack:
         ports = self._ports()
         host = self.options.host
         urls = {name: f"http://{host}:{port}" for name, port in ports.items()}
+        policy_url = (
+            self.options.policy_url.rstrip("/") if self.options.policy_url
+            else f"{urls['policy']}/v1" if self.embedded_policy else ""
+        )  # fmt: skip
         base_env = {**os.environ, STACK_ID_ENV: self.stack_id}
         logs = self.state_dir / "logs"
         common = {
@@ -123,9 +151,13 @@ class LocalStack:
             "rollout": {
                 "ASTRA_ROLLOUT_REDIS_URL": self.redis_url,
                 "ASTRA_ROLLOUT_ENVHOST_URL": urls["envhost"],
+                "ASTRA_ROLLOUT_SYNTH_URL": urls["synth"],
+                "ASTRA_ROLLOUT_POLICY_BASE_URL": policy_url,
+                "ASTRA_ROLLOUT_POLICY_MODEL": POLICY_MODEL_NAME,
             },
             "trainer": {
                 "ASTRA_TRAINER_REDIS_URL": self.redis_url,
+                "ASTRA_TRAINER_POLICY_BASE_URL": policy_url,
                 "ASTRA_TRAINER_MODEL_DIR": str(self.state_dir / "models"),
                 "ASTRA_TRAINER_CHECKPOINT_DIR": str(self.state_dir / "checkpoints"),
             },
@@ -149,6 +181,8 @@ class LocalStack:
                     url=urls[name],
                 )
             )
+        if self.embedded_policy:
+            children.append(self._policy_child(ports["policy"], base_env, logs))
         children.append(
             Child(
                 name="synth-worker",
@@ -158,6 +192,36 @@ class LocalStack:
             )
         )
         return children
+
+    def _policy_child(self, port: int, base_env: dict[str, str], logs: Path) -> Child:
+        """The embedded vLLM server on the policy model (weight reloads allowed: the trainer
+        pushes each new policy version into it; it listens on this host only)."""
+        venv = self.options.vllm_venv
+        if not (venv / "bin" / "python").exists():
+            raise StackError(
+                f"no vLLM environment at {venv}: build it with `bash scripts/vllm-venv.sh "
+                f"{venv}` (or `make install`), or give --policy-url, or --no-policy-server"
+            )
+        try:
+            model_dir = self.options.policy_model_dir or _default_model_dir(self.state_dir)
+        except Exception as exc:
+            raise StackError(f"the policy model could not be prepared: {exc}") from exc
+        host = self.options.host
+        command = [
+            sys.executable, "-m", "astra_rollout.policy_server", "--model-dir", str(model_dir),
+            "--venv", str(venv), "--host", host, "--port", str(port),
+            "--served-model-name", POLICY_MODEL_NAME, "--allow-weight-reload",
+            "--ready-timeout-s", str(self.options.startup_timeout),
+            "--log-path", str(logs / "vllm.log"),
+        ]  # fmt: skip
+        return Child(
+            name="policy",
+            command=command,
+            env=base_env,
+            log_path=logs / "policy.log",
+            url=f"http://{host}:{port}",
+            health_path="/v1/models",
+        )
 
     def start(self, report: Callable[[str], None] = lambda _: None) -> None:
         """Start Redis (unless given), migrate the database, start every child, wait for health."""
@@ -188,7 +252,7 @@ class LocalStack:
             while pending or not worker_ready:
                 self.check_alive()
                 for name, child in list(pending.items()):
-                    if _get_ok(client, f"{child.url}/healthz"):
+                    if _get_ok(client, f"{child.url}{child.health_path}"):
                         report(f"{name} healthy at {child.url}")
                         del pending[name]
                 if not worker_ready and "synth" not in pending:
@@ -233,6 +297,7 @@ class LocalStack:
             "services": {
                 child.name: {
                     "url": child.url,
+                    "health": child.health_path,
                     "pid": child.process.pid if child.process else None,
                     "log": str(child.log_path),
                 }
@@ -247,6 +312,13 @@ class LocalStack:
         if self.redis is not None:
             self.redis.stop()
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _default_model_dir(state_dir: Path) -> Path:
+    """The default policy model, converted once into the trainer's model store (~20 s)."""
+    from astra_trainer.models import ModelStore  # imported late: torch is slow to import
+
+    return ModelStore(state_dir / "models").ensure_default()
 
 
 def _migrate(database_url: str) -> None:
@@ -290,7 +362,7 @@ def health_report(state: dict[str, Any], timeout: float = 3.0) -> list[tuple[str
             if info["url"] is None:
                 continue
             try:
-                response = client.get(f"{info['url']}/healthz")
+                response = client.get(f"{info['url']}{info.get('health', '/healthz')}")
                 body = response.json()
                 detail = ", ".join(f"{k}: {v}" for k, v in body.get("checks", {}).items())
                 rows.append((name, info["url"], response.status_code == 200, detail or "ok"))

@@ -75,6 +75,11 @@ class PolicyServerSettings(BaseModel):
     enable_lora: bool = False
     """Serve LoRA adapters and allow loading them at run time (for weight pushes)."""
 
+    allow_weight_reload: bool = False
+    """Let a trainer reload full weights in place over HTTP (``POST /collective_rpc`` with
+    ``reload_weights``): vLLM's development endpoints (VLLM_SERVER_DEV_MODE=1). Only on a
+    loopback or otherwise trusted network."""
+
     max_lora_rank: int = Field(default=16, ge=1)
     """Largest LoRA rank a pushed adapter may have (with enable_lora)."""
 
@@ -173,6 +178,8 @@ class PolicyServer:
         }
         if self.settings.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.settings.allow_weight_reload:
+            env["VLLM_SERVER_DEV_MODE"] = "1"
         return env
 
     def start(self) -> PolicyServer:
@@ -292,6 +299,7 @@ def _parse(argv: list[str] | None) -> PolicyServerSettings:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--enable-lora", action="store_true")
+    parser.add_argument("--allow-weight-reload", action="store_true")
     parser.add_argument("--ready-timeout-s", type=float, default=300.0)
     parser.add_argument("--log-path", type=Path, default=None)
     args = parser.parse_args(argv)
