@@ -18,6 +18,7 @@ from astra.cli_datasets import datasets_app
 from astra.cli_envs import envs_app
 from astra.cli_eval import evaluate
 from astra.cli_synth import synth_app
+from astra.cli_train import train_app
 from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(envs_app, name="envs")
 app.add_typer(synth_app, name="synth")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(train_app, name="train")
 app.command("eval")(evaluate)
 console = Console()
 err_console = Console(stderr=True)

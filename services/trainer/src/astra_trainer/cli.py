@@ -1,0 +1,82 @@
+"""Command-line entry points for training runs (what ``astra train`` and the API start).
+
+``python -m astra_trainer.cli sft --config run.json`` and ``... grpo --config run.json`` run
+one SFT or GRPO run in this process from a JSON config (``SFTRunConfig`` / ``GRPOConfig``).
+SIGTERM or SIGINT stop a GRPO run after the step in progress (its entries acked) and exit 0.
+Exit codes: 0 done, 2 bad config or input, 1 training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from astra_trainer.grpo.config import GRPOConfig
+from astra_trainer.grpo.runner import GRPORunner
+from astra_trainer.models import ModelStore, ModelStoreError
+from astra_trainer.run_files import RunStatus
+from astra_trainer.sft import SFTResult, SFTRunConfig, run_sft
+from astra_trainer.sft_data import DatasetFormatError
+
+DEFAULT_MODEL_DIR = Path(".astra/models")
+
+
+def sft(config: SFTRunConfig, model_dir: Path = DEFAULT_MODEL_DIR) -> SFTResult:
+    """Run SFT to completion in this process."""
+    return run_sft(config, ModelStore(model_dir))
+
+
+async def grpo(config: GRPOConfig, model_dir: Path = DEFAULT_MODEL_DIR) -> RunStatus:
+    """Run GRPO in this process until ``max_steps`` or SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    redis = aioredis.Redis.from_url(config.redis_url)
+    try:
+        return await GRPORunner(config, redis, ModelStore(model_dir)).run(stop)
+    finally:
+        await redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m astra_trainer.cli {sft,grpo} --config FILE [--model-dir DIR]``."""
+    parser = argparse.ArgumentParser(prog="astra_trainer.cli", description=__doc__)
+    parser.add_argument("kind", choices=["sft", "grpo"])
+    parser.add_argument("--config", type=Path, required=True, help="run config (JSON)")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        raw = json.loads(args.config.read_text())
+        raw.pop("kind", None)
+        if args.kind == "sft":
+            result = sft(SFTRunConfig.model_validate(raw), args.model_dir)
+            print(result.model_dump_json())
+        else:
+            status = asyncio.run(grpo(GRPOConfig.model_validate(raw), args.model_dir))
+            print(status.model_dump_json())
+    except (
+        OSError,
+        json.JSONDecodeError,
+        ValidationError,
+        DatasetFormatError,
+        ModelStoreError,
+    ) as exc:
+        print(f"astra-trainer: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

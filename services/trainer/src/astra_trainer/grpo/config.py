@@ -1,0 +1,80 @@
+"""Every knob of a GRPO run, with the reason for its default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from astra_proto import TRAJECTORY_STREAM
+
+
+class GRPOConfig(BaseModel):
+    """One GRPO run reading ``stream`` through consumer group ``group``.
+
+    Defaults follow the ASTRA recipe (no KL, no entropy bonus, token loss averaged over the
+    batch, one optimizer step per batch) with sizes fit for a small model on a CPU.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path = Field(description="Checkpoints, metrics and status of this run.")
+    base_model: str = Field(
+        default="SmolLM2-135M-Instruct",
+        description="Model store name or model folder (e.g. an SFT run's final/) of version 0.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    stream: str = Field(default=TRAJECTORY_STREAM)
+    group: str = Field(default="trainer", description="Consumer group on the stream.")
+    consumer_name: str = Field(default="trainer-0", description="This consumer in the group.")
+
+    group_size: int = Field(default=4, ge=2, description="Rollouts per task (one group id).")
+    batch_groups: int = Field(default=2, ge=1, description="Valid groups per optimizer step.")
+    buffer_groups: int = Field(
+        default=1, ge=0, description="Valid groups kept beyond a batch; must be below the batch."
+    )
+    reward_std_delta: float = Field(
+        default=1e-6, ge=0, description="A group counts only if Std(R) exceeds this."
+    )
+    max_staleness: int = Field(
+        default=1,
+        ge=0,
+        description="Groups sampled by a policy more than this many versions old are dropped.",
+    )
+    group_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An incomplete group older than this closes with what it has (>= 2).",
+    )
+    max_tokens: int = Field(default=4096, ge=16, description="Longer trajectories are dropped.")
+
+    learning_rate: float = Field(default=2e-6, gt=0)
+    clip_low: float = Field(default=0.2, ge=0, description="Ratio clipped below 1 - clip_low.")
+    clip_high: float = Field(default=0.2, ge=0, description="Ratio clipped above 1 + clip_high.")
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    micro_batch_size: int = Field(default=4, ge=1, description="Sequences per forward pass.")
+    weight_decay: float = Field(default=0.0, ge=0)
+
+    read_count: int = Field(default=64, ge=1, description="Entries per stream read.")
+    block_ms: int = Field(default=1000, ge=1, description="How long one read waits.")
+    keep_checkpoints: int = Field(
+        default=2, ge=1, description="Checkpoints whose weights are kept (states always are)."
+    )
+    save_optimizer: bool = Field(default=True, description="Save AdamW state for exact resume.")
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many steps.")
+
+    served_model: str | None = Field(
+        default=None, description="Model name at the policy server (goes into the pointer)."
+    )
+    policy_server_url: str = Field(
+        default="", description="vLLM server to reload weights into after each step; '' = none."
+    )
+    push_timeout_s: float = Field(default=120.0, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _buffer_below_batch(self) -> Self:
+        if self.buffer_groups >= self.batch_groups:
+            raise ValueError("buffer_groups must be smaller than batch_groups")
+        return self

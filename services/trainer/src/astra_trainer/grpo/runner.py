@@ -1,0 +1,304 @@
+"""The GRPO loop: stream → groups → batch → optimizer step → checkpoint → publish → ack.
+
+Exactly-once training across crashes, by construction:
+
+1. entries are acknowledged (with the consumer group's done-mark) only after the checkpoint
+   holding their update has been renamed into place and the policy published;
+2. on start, the runner takes over every entry still pending in the group (``XAUTOCLAIM``
+   from idle 0: this runner is the group's only trainer), acknowledges those whose records
+   the newest checkpoints list as trained (a crash between rename and ack), and trains the
+   rest; entries that were buffered, or in the step that died, are simply read again;
+3. an entry dropped by the filter (no reward variance, stale, unusable) is acknowledged at
+   once: it will never be trained, so there is nothing to lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from redis.asyncio import Redis
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from astra_common.streams import Delivery, StreamConsumer
+from astra_proto import Trajectory
+from astra_trainer.grpo.batching import Dropped, Group, GroupBuffer, Member
+from astra_trainer.grpo.checkpoint import OPTIMIZER_FILE, CheckpointState, CheckpointStore
+from astra_trainer.grpo.config import GRPOConfig
+from astra_trainer.grpo.encoding import EncodedTrajectory, EncodingError, encode_trajectory
+from astra_trainer.grpo.step import StepStats, grpo_step
+from astra_trainer.models import ModelStore
+from astra_trainer.publish import VLLMWeightReload, publish_policy
+from astra_trainer.run_files import (
+    CONFIG_FILE,
+    RunStatus,
+    append_metrics,
+    write_json_atomic,
+    write_status,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+RECLAIM_LIMIT = 100_000
+
+
+@dataclass(slots=True)
+class _Item:
+    """A buffered trajectory: its delivery (to ack) and its training view."""
+
+    delivery: Delivery[Trajectory]
+    encoded: EncodedTrajectory
+
+
+class GRPORunner:
+    """Trains one policy from one consumer group until stopped or ``max_steps`` is reached."""
+
+    def __init__(self, config: GRPOConfig, redis: Redis, model_store: ModelStore) -> None:
+        self.config = config
+        self.redis = redis
+        self.model_store = model_store
+        self.run_dir = config.run_dir.resolve()
+        self.checkpoints = CheckpointStore(
+            self.run_dir / CHECKPOINT_DIR, keep=config.keep_checkpoints
+        )
+        self.consumer = StreamConsumer(
+            redis, config.stream, config.group, config.consumer_name, Trajectory
+        )
+        self.buffer: GroupBuffer[_Item] = GroupBuffer(
+            group_size=config.group_size,
+            batch_groups=config.batch_groups,
+            buffer_groups=config.buffer_groups,
+            delta=config.reward_std_delta,
+            max_staleness=config.max_staleness,
+            group_timeout_s=config.group_timeout_s,
+        )
+        self.push = (
+            VLLMWeightReload(config.policy_server_url, timeout_s=config.push_timeout_s)
+            if config.policy_server_url
+            else None
+        )
+        self.status = RunStatus(
+            run_id=self.run_dir.name, kind="grpo", state="pending", pid=os.getpid()
+        )
+        self.version = 0
+        self.steps_done = 0
+        self.rejected: dict[str, int] = {}
+        self._model: PreTrainedModel | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._tokenizer: Any = None
+        self._base_folder: Path | None = None
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the newest checkpoint (weights and optimizer) or the base model as version 0."""
+        torch.manual_seed(self.config.seed)
+        self._base_folder = self.model_store.resolve(self.config.base_model)
+        latest = self.checkpoints.latest()
+        source = self._base_folder
+        if latest is not None:
+            source = self.checkpoints.folder(latest.version)
+            self.version = latest.version
+        self._tokenizer = AutoTokenizer.from_pretrained(source)
+        # float32 master weights: bf16 loses most small updates.
+        self._model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        self._optimizer = torch.optim.AdamW(
+            self._model.parameters(),
+            lr=self.config.learning_rate,
+            weight_decay=self.config.weight_decay,
+        )
+        optimizer_file = source / OPTIMIZER_FILE
+        if latest is not None and optimizer_file.is_file():
+            self._optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True))
+        logger.info("GRPO starts at policy version %d from %s", self.version, source)
+
+    async def recover(self) -> None:
+        """Take over pending entries: ack the ones already trained, buffer the others."""
+        await self.consumer.ensure_group()
+        trained = self.checkpoints.trained_record_ids()
+        # One pass over the whole pending list (XAUTOCLAIM follows its cursor).
+        deliveries = await self.consumer.reclaim(min_idle_ms=0, count=RECLAIM_LIMIT)
+        done = [d for d in deliveries if d.record_id in trained]
+        if done:
+            await self.consumer.ack(done)
+            append_metrics(self.run_dir, {"event": "recovered_trained", "records": len(done)})
+        await self._accept([d for d in deliveries if d.record_id not in trained])
+        # Idempotent: also repairs a crash between checkpoint and pointer update.
+        await self._publish(self.version)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> RunStatus:
+        """Train until ``stop`` is set or ``max_steps`` steps are done; returns the final status."""
+        stop = stop or asyncio.Event()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            self.run_dir / CONFIG_FILE, {"kind": "grpo", **self.config.model_dump(mode="json")}
+        )
+        self.status.state = "running"
+        self.status.policy_version = self.version
+        write_status(self.run_dir, self.status)
+        try:
+            if self._model is None:
+                await asyncio.to_thread(self.load)
+            self.status.policy_version = self.version
+            await self.recover()
+            while not stop.is_set():
+                if self.config.max_steps is not None and self.steps_done >= self.config.max_steps:
+                    break
+                if self.buffer.wants_more():
+                    deliveries = await self.consumer.read(
+                        count=self.config.read_count, block_ms=self.config.block_ms
+                    )
+                    await self._accept(deliveries)
+                await self._ack_dropped(self.buffer.expire())
+                if not await self._train_ready() and not self.buffer.wants_more():
+                    await asyncio.sleep(0.05)  # cannot happen with a full buffer; no spin
+        except BaseException as exc:
+            self.status.state = "failed"
+            self.status.error = f"{type(exc).__name__}: {exc}"
+            write_status(self.run_dir, self.status)
+            raise
+        self.status.state = "finished" if not stop.is_set() else "stopped"
+        write_status(self.run_dir, self.status)
+        return self.status
+
+    async def _accept(self, deliveries: list[Delivery[Trajectory]]) -> None:
+        assert self._tokenizer is not None
+        for delivery in deliveries:
+            trajectory = delivery.payload
+            try:
+                encoded = encode_trajectory(trajectory, self._tokenizer, self.config.max_tokens)
+            except EncodingError as exc:
+                logger.warning("dropping trajectory %s: %s", trajectory.id, exc)
+                reason = "unusable"
+                self.rejected[reason] = self.rejected.get(reason, 0) + 1
+                await self.consumer.ack([delivery])
+                continue
+            member = Member(
+                encoded.record_id, encoded.reward, encoded.policy_version, _Item(delivery, encoded)
+            )
+            await self._ack_dropped(self.buffer.add(encoded.group_id, member))
+
+    async def _ack_dropped(self, dropped: list[Dropped[_Item]]) -> None:
+        for drop in dropped:
+            if drop.reason == "duplicate":
+                # Another entry of the same record is held: ack this one without a done-mark.
+                await self.consumer.ack([m.item.delivery.entry_id for m in drop.members])
+            else:
+                self.rejected[drop.reason] = self.rejected.get(drop.reason, 0) + len(drop.members)
+                await self.consumer.ack([m.item.delivery for m in drop.members])
+
+    async def _train_ready(self) -> bool:
+        batch, stale = self.buffer.take_batch(self.version)
+        await self._ack_dropped(stale)
+        if not batch:
+            return False
+        await self._train(batch)
+        return True
+
+    async def _train(self, batch: list[Group[_Item]]) -> None:
+        assert self._model is not None
+        assert self._optimizer is not None
+        records = [m.record_id for g in batch for m in g.members]
+        append_metrics(
+            self.run_dir, {"event": "step_started", "version": self.version + 1, "records": records}
+        )
+        groups = [[m.item.encoded for m in g.members] for g in batch]
+        stats = await asyncio.to_thread(
+            grpo_step,
+            self._model,
+            self._optimizer,
+            groups,
+            clip_low=self.config.clip_low,
+            clip_high=self.config.clip_high,
+            max_grad_norm=self.config.max_grad_norm,
+            micro_batch_size=self.config.micro_batch_size,
+            pad_token_id=self._tokenizer.pad_token_id or 0,
+        )
+        new_version = self.version + 1
+        state = CheckpointState(
+            version=new_version,
+            base_model=self.config.base_model,
+            record_ids=records,
+            loss=stats.loss,
+        )
+        folder = await asyncio.to_thread(
+            self.checkpoints.save,
+            self._model,
+            self._tokenizer,
+            self._optimizer if self.config.save_optimizer else None,
+            state,
+        )
+        await self._publish(new_version, folder)
+        await self.consumer.ack([m.item.delivery for g in batch for m in g.members])
+        self.version = new_version
+        self.steps_done += 1
+        await self._record(stats, batch, folder)
+
+    async def _publish(self, version: int, folder: Path | None = None) -> None:
+        if folder is None:
+            folder = self._base_folder if version == 0 else self.checkpoints.folder(version)
+        assert folder is not None
+        await publish_policy(
+            self.redis,
+            version=version,
+            checkpoint=folder,
+            base_model=self.config.base_model,
+            served_model=self.config.served_model,
+            push=self.push if version > 0 else None,
+        )
+
+    async def _record(self, stats: StepStats, batch: list[Group[_Item]], folder: Path) -> None:
+        members = [m.item.encoded for g in batch for m in g.members]
+        rewards = [t.reward for t in members]
+        try:
+            lag = await self.consumer.lag()
+        except LookupError:
+            lag = None
+        record: dict[str, Any] = {
+            "event": "step",
+            "step": self.steps_done,
+            "policy_version": self.version,
+            "loss": stats.loss,
+            "reward_mean": statistics.fmean(rewards),
+            "reward_std": statistics.pstdev(rewards),
+            "batch_fill_ratio": self.buffer.stats.fill_ratio,
+            "groups_complete": self.buffer.stats.complete_groups,
+            "groups_valid": self.buffer.stats.valid_groups,
+            "turns_mean": statistics.fmean(t.turns for t in members),
+            "calls_mean": statistics.fmean(t.calls for t in members),
+            "sequences": stats.sequences,
+            "tokens": stats.tokens,
+            "policy_tokens": stats.policy_tokens,
+            "tokens_per_second": stats.tokens_per_second,
+            "step_seconds": stats.seconds,
+            "clip_fraction": stats.clip_fraction,
+            "ratio_mean": stats.ratio_mean,
+            "grad_norm": stats.grad_norm,
+            "stream_lag": lag,
+            "rejected": dict(self.rejected),
+            "checkpoint": str(folder),
+            "records": [t.record_id for t in members],
+        }
+        append_metrics(self.run_dir, record)
+        self.status.step = self.steps_done
+        self.status.policy_version = self.version
+        self.status.checkpoint = str(folder)
+        write_status(self.run_dir, self.status)
+        logger.info(
+            "step %d: version %d, loss %.4f, reward %.3f±%.3f, %.0f tok/s",
+            self.steps_done,
+            self.version,
+            stats.loss,
+            record["reward_mean"],
+            record["reward_std"],
+            stats.tokens_per_second,
+        )

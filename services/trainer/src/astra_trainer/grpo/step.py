@@ -1,0 +1,120 @@
+"""One GRPO optimizer step over a batch of groups."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from astra_trainer.grpo.encoding import EncodedTrajectory
+from astra_trainer.grpo.loss import clipped_policy_loss, group_advantages, token_logprobs
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    """What one optimizer step did."""
+
+    loss: float
+    sequences: int
+    tokens: int
+    """All tokens forwarded (prompts and tool outputs included)."""
+    policy_tokens: int
+    """Tokens the loss was computed on."""
+    clip_fraction: float
+    ratio_mean: float
+    grad_norm: float
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Forwarded tokens per second of step time."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def _pad(
+    rows: Sequence[Sequence[float]], length: int, value: float, dtype: torch.dtype
+) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=dtype)
+    return out
+
+
+def grpo_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    groups: Sequence[Sequence[EncodedTrajectory]],
+    *,
+    clip_low: float,
+    clip_high: float,
+    max_grad_norm: float,
+    micro_batch_size: int,
+    pad_token_id: int,
+) -> StepStats:
+    """Forward, loss and backward over every sequence of ``groups``, then one optimizer step.
+
+    Advantages are normalised within each group. The loss is the sum of per-token losses
+    over all policy tokens of the batch divided by their count (token-level mean over the
+    whole batch, not per sequence), accumulated over micro-batches of ``micro_batch_size``.
+    Sequences without behaviour logprobs use the current policy's (detached) as the old
+    policy, so their ratio is 1 at this single update.
+    """
+    started = time.perf_counter()
+    sequences: list[EncodedTrajectory] = []
+    advantages: list[float] = []
+    for group in groups:
+        rewards = torch.tensor([t.reward for t in group], dtype=torch.float32)
+        advantages.extend(group_advantages(rewards).tolist())
+        sequences.extend(group)
+    total_policy_tokens = sum(t.policy_tokens for t in sequences)
+    if total_policy_tokens == 0:
+        raise ValueError("the batch has no policy tokens")
+    device = next(model.parameters()).device
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss_total = 0.0
+    clipped = 0
+    ratio_sum = 0.0
+    for start in range(0, len(sequences), micro_batch_size):
+        chunk = sequences[start : start + micro_batch_size]
+        length = max(len(t.input_ids) for t in chunk)
+        input_ids = _pad([t.input_ids for t in chunk], length, pad_token_id, torch.long)
+        attention = _pad([[1] * len(t.input_ids) for t in chunk], length, 0, torch.long)
+        mask = _pad([t.loss_mask for t in chunk], length, 0, torch.long)
+        input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
+        logits = model(input_ids=input_ids, attention_mask=attention).logits
+        logprobs = token_logprobs(logits, input_ids)
+        behaviour = logprobs.detach().clone()
+        for row, trajectory in enumerate(chunk):
+            if trajectory.behaviour_logprobs is not None:
+                values = torch.tensor(trajectory.behaviour_logprobs, dtype=behaviour.dtype)
+                behaviour[row, : len(values)] = values.to(device)
+        chunk_adv = torch.tensor(advantages[start : start + micro_batch_size], device=device)
+        terms = clipped_policy_loss(
+            logprobs, behaviour, chunk_adv, mask, clip_low=clip_low, clip_high=clip_high
+        )
+        (terms.loss_sum / total_policy_tokens).backward()  # type: ignore[no-untyped-call]
+        loss_total += float(terms.loss_sum.item())
+        clipped += terms.clipped_tokens
+        ratio_sum += terms.ratio_sum
+    loss = loss_total / total_policy_tokens
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        # Checked before stepping: a non-finite update would ruin the weights for good.
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(f"GRPO loss or gradient is not finite: {loss}, {grad_norm}")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepStats(
+        loss=loss,
+        sequences=len(sequences),
+        tokens=sum(len(t.input_ids) for t in sequences),
+        policy_tokens=total_policy_tokens,
+        clip_fraction=clipped / total_policy_tokens,
+        ratio_mean=ratio_sum / total_policy_tokens,
+        grad_norm=grad_norm,
+        seconds=time.perf_counter() - started,
+    )
