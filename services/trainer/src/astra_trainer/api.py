@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from astra_common.service import bearer_auth
 from astra_trainer.grpo.config import GRPOConfig
-from astra_trainer.run_files import RunStatus
+from astra_trainer.run_files import RunStatus, read_metrics
 from astra_trainer.runs import RunManager, RunNotFoundError
 from astra_trainer.settings import TrainerSettings
 from astra_trainer.sft import SFTRunConfig
@@ -75,6 +75,14 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
             return runs.status(run_id)
         except RunNotFoundError:
             raise HTTPException(404, detail=f"no run {run_id!r}") from None
+
+    @router.get("/runs/{run_id}/metrics", summary="A run's metrics, one record per step")
+    async def run_metrics(run_id: str) -> list[dict[str, Any]]:
+        try:
+            runs.status(run_id)
+        except RunNotFoundError:
+            raise HTTPException(404, detail=f"no run {run_id!r}") from None
+        return read_metrics(runs.root / run_id)
 
     @router.post("/runs/{run_id}/stop", dependencies=write, summary="Stop a run (SIGTERM)")
     async def stop_run(run_id: str) -> RunStatus:

@@ -8,6 +8,7 @@ finishes the step in progress (entries acked) and exits; an SFT run is interrupt
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from astra_common.processes import spawn
 from astra_trainer.run_files import RunStatus, read_status, write_json_atomic
 
 REQUEST_FILE = "request.json"
@@ -46,22 +48,15 @@ class RunManager:
         run_dir = self.root.resolve() / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
         write_json_atomic(run_dir / REQUEST_FILE, config.model_dump(mode="json"))
-        log = (run_dir / "train.log").open("ab")
-        process = subprocess.Popen(
+        # Its own process group, and it dies with the service (no orphaned trainers).
+        process = spawn(
             [
-                sys.executable,
-                "-m",
-                "astra_trainer.cli",
-                kind,
-                "--config",
-                str(run_dir / REQUEST_FILE),
-                "--model-dir",
-                str(self.model_dir),
+                sys.executable, "-m", "astra_trainer.cli", kind,
+                "--config", str(run_dir / REQUEST_FILE), "--model-dir", str(self.model_dir),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+            env=dict(os.environ),
+            log_path=run_dir / "train.log",
+        )  # fmt: skip
         self._processes[run_id] = process
         return RunStatus(run_id=run_id, kind=kind, state="pending", pid=process.pid)
 
