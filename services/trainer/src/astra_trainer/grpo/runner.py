@@ -253,7 +253,9 @@ class GRPORunner:
             checkpoint=folder,
             base_model=self.config.base_model,
             served_model=self.config.served_model,
-            push=self.push if version > 0 else None,
+            # Version 0 too: the server may still serve other weights than the run's base
+            # (e.g. the model before SFT), and trajectories must come from what they claim.
+            push=self.push,
         )
 
     async def _record(self, stats: StepStats, batch: list[Group[_Item]], folder: Path) -> None:
