@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from astra import __version__
+from astra.api_client import ApiClient
 from astra.cli_datasets import datasets_app
+from astra.cli_demo import LoopConfig, LoopError, connect_hint, first_env, run_on_stack
 from astra.cli_envs import envs_app
 from astra.cli_eval import evaluate
 from astra.cli_synth import synth_app
@@ -61,6 +63,9 @@ PolicyServerFlag = Annotated[
     ),
 ]
 
+RunsDir = Annotated[
+    Path, typer.Option("--runs-dir", help="Where run reports are written (runs/<id>/).")
+]
 PolicyModel = Annotated[
     Path | None,
     typer.Option(
@@ -179,28 +184,92 @@ def status(state_dir: StateDir = Path(".astra")) -> None:
 @app.command()
 def demo(
     state_dir: StateDir = Path(".astra"),
-    port_base: Annotated[int, typer.Option(help="First of 4 ports; 0 = free.")] = 0,
+    runs_dir: RunsDir = Path("runs"),
+    port_base: Annotated[int, typer.Option(help="First of the stack's ports; 0 = free.")] = 0,
+    serve: Annotated[
+        bool,
+        typer.Option(help="Keep the stack serving after the report, until Ctrl-C."),
+    ] = True,
+    train_envs: Annotated[int, typer.Option(help="Procedural training environments.")] = 24,
+    sft_steps: Annotated[int, typer.Option(help="SFT optimizer steps.")] = 40,
+    grpo_steps: Annotated[int, typer.Option(help="GRPO optimizer steps.")] = 2,
+    eval_limit: Annotated[int, typer.Option(help="Entries per evaluation category.")] = 5,
+    policy_url: PolicyUrl = None,
 ) -> None:
-    """Start the stack on embedded defaults, show its health, and stop it.
+    """The whole loop on embedded defaults: procedural environments → envhost → gold SFT data
+    → SFT → vLLM → rollouts with distractors → GRPO with a policy push → held-out evaluation
+    before and after → a report under runs/<id>/."""
+    config = LoopConfig(
+        train_envs=train_envs, sft_steps=sft_steps, grpo_steps=grpo_steps, eval_limit=eval_limit
+    )
+    _run_loop_command("demo", config, state_dir, runs_dir, port_base, serve, policy_url)
 
-    This release brings up the services, the worker and Redis; synthesis, rollouts and
-    training join the demo as those services gain their pipelines.
-    """
+
+@app.command()
+def experiment(
+    state_dir: StateDir = Path(".astra"),
+    runs_dir: RunsDir = Path("runs"),
+    port_base: Annotated[int, typer.Option(help="First of the stack's ports; 0 = free.")] = 0,
+    scale: Annotated[
+        float,
+        typer.Option(help="Multiply environments, steps and evaluation sizes (e.g. 10 on a GPU)."),
+    ] = 1.0,
+    bfcl_limit: Annotated[int, typer.Option(help="BFCL multi-turn base entries.")] = 10,
+    policy_url: PolicyUrl = None,
+) -> None:
+    """Base vs SFT vs SFT+RL on held-out procedural environments and BFCL multi-turn base:
+    F1 reward, success, turns and calls, with plots (the shape of the paper's Table 2)."""
+    base = LoopConfig()
+    config = LoopConfig(
+        train_envs=round(base.train_envs * scale),
+        heldout_envs=round(base.heldout_envs * scale),
+        sft_steps=round(base.sft_steps * scale),
+        rollout_envs=round(base.rollout_envs * scale),
+        grpo_steps=max(1, round(base.grpo_steps * scale)),
+        eval_limit=round(base.eval_limit * scale),
+        evaluate_base=True,
+        bfcl_limit=round(bfcl_limit * scale),
+    )
+    _run_loop_command("experiment", config, state_dir, runs_dir, port_base, False, policy_url)
+
+
+def _run_loop_command(
+    kind: str,
+    config: LoopConfig,
+    state_dir: Path,
+    runs_dir: Path,
+    port_base: int,
+    serve: bool,
+    policy_url: str | None,
+) -> None:
+    options = StackOptions(state_dir=state_dir, port_base=port_base, policy_url=policy_url)
     try:
-        stack = _start(StackOptions(state_dir=state_dir, port_base=port_base))
+        stack = _start(options)
     except StackError as exc:
         raise fail(str(exc)) from None
     try:
-        healthy = _print_health(stack.state_dir)
+        if config.bfcl_limit:
+            _import_bfcl(stack)
+        result, markdown = run_on_stack(stack, config, runs_dir, kind)
+        console.rule("[bold]done")
+        console.print(f"report: {markdown} (plots beside it)")
+        console.print(connect_hint(stack, first_env(stack, result.envs_job)))
+        if serve:
+            console.print("the stack keeps serving; press Ctrl-C to stop it")
+            _serve_until_signal(stack)
+    except (LoopError, StackError) as exc:
+        raise fail(f"{kind} failed at {exc} (logs in {stack.state_dir / 'logs'})") from None
     finally:
         stack.stop()
-    console.print(
-        "demo: the stack started, every service answered its health check, and it stopped.\n"
-        "What this release runs: the four services (synth API + Celery worker, envhost, "
-        "rollout, trainer) with Redis and SQLite.\nSee README.md for what each service serves."
-    )
-    if not healthy:
-        raise fail("some services were not healthy")
+
+
+def _import_bfcl(stack: LocalStack) -> None:
+    from astra_envhost.bfcl import bfcl_environments  # imported late: it reads the dataset
+
+    specs = bfcl_environments(["base"], None, None)
+    with ApiClient(stack.url("synth")) as client, console.status("registering BFCL base"):
+        for spec in specs:
+            client.post("/v1/environments", spec.model_dump(mode="json"))
 
 
 def main() -> None:

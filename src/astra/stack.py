@@ -141,6 +141,8 @@ class LocalStack:
             "ASTRA_SYNTH_REDIS_URL": self.redis_url,
             "ASTRA_SYNTH_ENVHOST_URL": urls["envhost"],
             "ASTRA_SYNTH_ROLLOUT_URL": urls["rollout"],
+            "ASTRA_SYNTH_TRAINER_URL": urls["trainer"],
+            "ASTRA_SYNTH_DATA_DIR": str(self.state_dir / "synth"),
         }
         per_service: dict[str, dict[str, str]] = {
             "synth": common,

@@ -60,7 +60,7 @@ from astra_proto import (
 )
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-TABLES = {"synthesis_jobs", "environments", "episodes", "episode_calls", "trajectories"}
+TABLES = {"synthesis_jobs", "environments", "episodes", "episode_calls", "trajectories", "job_environments"}
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -265,7 +265,7 @@ async def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Pat
 async def test_upgrade_from_empty_to_head(empty_database_url: str) -> None:
     assert await current_async(empty_database_url) is None
     await upgrade_async(empty_database_url)
-    assert await current_async(empty_database_url) == head() == "0002"
+    assert await current_async(empty_database_url) == head() == "0003"
     await upgrade_async(empty_database_url)  # already at head: nothing to do
     tables = await _run_on(empty_database_url, lambda c: set(inspect(c).get_table_names()))
     assert tables >= TABLES | {"alembic_version"}
@@ -295,10 +295,10 @@ async def test_make_revision_writes_an_empty_revision_when_nothing_changed(
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     path = await make_revision_async(database_url, "nothing new", migrations_dir=migrations)
-    assert path.name == "0003_nothing_new.py"
+    assert path.name == "0004_nothing_new.py"
     source = path.read_text()
     compile(source, str(path), "exec")
-    assert 'down_revision: str | Sequence[str] | None = "0002"' in source.replace("'", '"')
+    assert 'down_revision: str | Sequence[str] | None = "0003"' in source.replace("'", '"')
     assert "op." not in source
 
 
@@ -467,6 +467,13 @@ async def test_environment_filters(db: Database) -> None:
         assert await tasks(max_hops=2) == ["a", "b", "d"]
         assert await tasks(min_hops=2, max_hops=2, domain="geo") == ["b"]
         assert await tasks(domain="math", source="qa", split="train") == ["c"]
+        # A later job that produced "a" and "c" again: its filter finds both, "c" too although
+        # its provenance names job-9; linking twice is a no-op.
+        for env in ("a", "c", "c"):
+            await repos.environments.link_job("job-10", specs[env].id)
+        assert await tasks(job_id="job-10") == ["a", "c"]
+        assert await tasks(job_id="job-10", domain="math") == ["c"]
+        assert await tasks(job_id="job-9") == ["b", "c"]
         pages = [
             [spec.id for spec in await repos.environments.list(limit=2, offset=offset)]
             for offset in (0, 2, 4)
@@ -714,11 +721,11 @@ def test_cli_upgrade_and_current_on_sqlite(tmp_path: Path) -> None:
 
     upgraded = _astra_db("upgrade", "--url", url, cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0002" in upgraded.stdout
+    assert "0003" in upgraded.stdout
 
     after = _astra_db("current", cwd=tmp_path, env={"ASTRA_DATABASE_URL": url})
     assert after.returncode == 0, after.stderr
-    assert after.stdout.strip() == "0002 (head)"
+    assert after.stdout.strip() == "0003 (head)"
 
 
 def test_cli_fails_with_one_line_on_an_unreachable_database(tmp_path: Path) -> None:

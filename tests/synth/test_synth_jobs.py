@@ -103,6 +103,15 @@ async def test_procedural_job_registers_certified_environments_that_envhost_serv
         jobs = (await http.get("/v1/jobs")).json()["items"]
         assert [j["id"] for j in jobs] == [job_id]
 
+        # The same request again: nothing new is registered, yet the job lists what it made.
+        body = {"count": 6, "seed": 11, "domains": ["travel", "finance"]}
+        again = (await http.post("/v1/jobs/environments", json=body)).json()["id"]
+        repeat = await wait_for_job(http, again)
+        assert repeat["state"] == "succeeded"
+        assert repeat["result"]["duplicates"] == 6
+        relisted = (await http.get("/v1/environments", params={"job_id": again})).json()
+        assert relisted["total"] == 6
+
 
 async def test_cancel_stops_a_running_job(
     database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path

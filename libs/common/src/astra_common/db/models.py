@@ -119,6 +119,16 @@ class EnvironmentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class JobEnvironmentRow(Base):
+    """An environment a job produced (several jobs may produce the same content-hashed spec;
+    its provenance names only the first)."""
+
+    __tablename__ = "job_environments"
+
+    job_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    env_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, index=True)
+
+
 class EpisodeRow(Base):
     """An episode (``astra_proto.Episode``) and the envhost replica that holds its state."""
 

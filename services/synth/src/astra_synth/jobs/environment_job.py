@@ -141,6 +141,7 @@ async def _verify_and_register(
     async def register(spec: EnvironmentSpec, *, count_stage: bool) -> None:
         async with context.database.transaction() as repos:
             registration = await repos.environments.register(spec)
+            await repos.environments.link_job(context.job_id, spec.id)
         progress.registered(spec, created=registration.created, count_stage=count_stage)
         await progress.flush()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,11 @@ class GRPOConfig(BaseModel):
     stream: str = Field(default=TRAJECTORY_STREAM)
     group: str = Field(default="trainer", description="Consumer group on the stream.")
     consumer_name: str = Field(default="trainer-0", description="This consumer in the group.")
+    group_start: Literal["beginning", "new"] = Field(
+        default="beginning",
+        description="Where a group created by this run starts reading: the whole stream, or "
+        "only entries added after it was created (an existing group keeps its position).",
+    )
 
     group_size: int = Field(default=4, ge=2, description="Rollouts per task (one group id).")
     batch_groups: int = Field(default=2, ge=1, description="Valid groups per optimizer step.")

@@ -121,7 +121,7 @@ class GRPORunner:
 
     async def recover(self) -> None:
         """Take over pending entries: ack the ones already trained, buffer the others."""
-        await self.consumer.ensure_group()
+        await self.consumer.ensure_group("$" if self.config.group_start == "new" else "0")
         trained = self.checkpoints.trained_record_ids()
         # One pass over the whole pending list (XAUTOCLAIM follows its cursor).
         deliveries = await self.consumer.reclaim(min_idle_ms=0, count=RECLAIM_LIMIT)

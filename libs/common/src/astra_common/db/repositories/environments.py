@@ -5,11 +5,11 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from astra_common.db.errors import ImmutableError
-from astra_common.db.models import EnvironmentRow
+from astra_common.db.models import EnvironmentRow, JobEnvironmentRow
 from astra_common.db.repositories._common import (
     DEFAULT_LIMIT,
     check_page,
@@ -42,9 +42,15 @@ class EnvironmentFilter:
             EnvironmentRow.domain: self.domain,
             EnvironmentRow.scenario_type: self.scenario_type.value if self.scenario_type else None,
             EnvironmentRow.split: self.split,
-            EnvironmentRow.job_id: self.job_id,
         }
         clauses.extend(column == value for column, value in equal_to.items() if value is not None)
+        if self.job_id is not None:  # registered first by the job, or produced again by it
+            produced = select(JobEnvironmentRow.env_id).where(
+                JobEnvironmentRow.job_id == self.job_id
+            )
+            clauses.append(
+                or_(EnvironmentRow.job_id == self.job_id, EnvironmentRow.id.in_(produced))
+            )
         if self.min_hops is not None:
             clauses.append(EnvironmentRow.hops >= self.min_hops)
         if self.max_hops is not None:
@@ -65,6 +71,13 @@ class EnvironmentRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def link_job(self, job_id: str, env_id: str) -> None:
+        """Record that ``job_id`` produced ``env_id`` (idempotent), so filtering by the job
+        finds environments an earlier job registered first."""
+        await insert_if_absent(
+            self.session, JobEnvironmentRow, {"job_id": job_id, "env_id": env_id}
+        )
 
     async def register(self, spec: EnvironmentSpec) -> Registration:
         """Store ``spec`` unless its id is registered already, and return the stored spec.
