@@ -13,10 +13,13 @@ from astra_common.db import Database
 from astra_common.health import database_check, redis_check
 from astra_common.service import bearer_auth, closing_lifespan, create_service_app
 from astra_synth import __version__
+from astra_synth.console import mount_console
+from astra_synth.datasets import datasets_router
 from astra_synth.environments import environments_router
 from astra_synth.jobs.api import jobs_router
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.settings import SynthSettings
+from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.worker import create_celery_app
 
 
@@ -38,7 +41,7 @@ def create_app(settings: SynthSettings) -> FastAPI:
     database = Database(settings.database_url)
     celery_app = create_celery_app(settings)
     broker = aioredis.Redis.from_url(settings.redis_url)
-    return create_service_app(
+    app = create_service_app(
         service="synth",
         version=__version__,
         settings=settings,
@@ -48,7 +51,9 @@ def create_app(settings: SynthSettings) -> FastAPI:
                 database, bearer_auth(settings), lambda: EnvironmentExecutor.from_settings(settings)
             ),
             jobs_router(database, celery_app, settings, bearer_auth(settings)),
+            datasets_router(TrajectoryStore(settings.data_dir)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
         lifespan=closing_lifespan(database.dispose, broker.aclose),
     )
+    return mount_console(app, database, settings)
