@@ -363,8 +363,10 @@ def _wait_steps(
     run: dict[str, Any] = services.trainer.get(f"/v1/runs/{grpo_run}")
     last_step, last_change = run["step"], time.monotonic()
     while run["state"] in ("pending", "running") and run["step"] < config.grpo_steps:
-        if time.monotonic() - last_change > idle_s:
+        if time.monotonic() - last_change > idle_s and not _step_in_progress(services, grpo_run):
             break
+        if time.monotonic() - last_change > config.stage_timeout_s:
+            raise LoopError(f"GRPO run {grpo_run} made no progress in {config.stage_timeout_s} s")
         time.sleep(1.0)
         run = services.trainer.get(f"/v1/runs/{grpo_run}")
         if run["step"] != last_step:
@@ -372,6 +374,14 @@ def _wait_steps(
     if run["state"] == "failed":
         raise LoopError(f"GRPO run {grpo_run} failed: {run.get('error')}")
     return run
+
+
+def _step_in_progress(services: Services, run_id: str) -> bool:
+    """Whether the run has started an optimizer step it has not finished."""
+    events = [row.get("event") for row in services.trainer.get(f"/v1/runs/{run_id}/metrics")]
+    started = max((i for i, e in enumerate(events) if e == "step_started"), default=-1)
+    finished = max((i for i, e in enumerate(events) if e == "step"), default=-1)
+    return started > finished
 
 
 def _metrics(services: Services, run_id: str) -> list[dict[str, Any]]:

@@ -171,3 +171,28 @@ def test_unusable_trajectories_are_refused(tokenizer: PreTrainedTokenizerBase) -
     )
     with pytest.raises(EncodingError, match="vocabulary"):
         encode_trajectory(tokens, tokenizer, 2048)
+
+
+def test_policy_token_logprobs_match_the_full_logits_on_policy_positions() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from astra_trainer.grpo.step import policy_token_logprobs
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    ids = torch.randint(0, 64, (2, 12))
+    attention = torch.ones_like(ids)
+    attention[1, 9:] = 0  # padding at the end of the second row
+    mask = torch.zeros_like(ids)
+    mask[0, 4:8] = 1
+    mask[1, 2:5] = 1
+    full = token_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids) * mask
+    fast = policy_token_logprobs(model, ids, attention, mask)
+    assert torch.allclose(fast, full, atol=1e-5)
+    assert (fast[mask == 0] == 0).all()
+    fast[mask == 1].sum().backward()  # type: ignore[no-untyped-call]  # gradients flow through the selected positions only
+    assert model.lm_head.weight.grad is not None

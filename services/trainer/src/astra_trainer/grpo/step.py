@@ -43,6 +43,38 @@ def _pad(
     return out
 
 
+def policy_token_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Logprob of each policy token (``mask`` 1) given the ones before it, ``[batch, seq]``,
+    0 elsewhere.
+
+    Only the policy positions go through the output layer: the full ``[batch, seq, vocab]``
+    logits (49k-word vocabulary, thousands of positions, float32) would take gigabytes that a
+    multi-turn trajectory's prompts and tool outputs never need. Models without a separate
+    decoder fall back to the full logits.
+    """
+    get_decoder = getattr(model, "get_decoder", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    head = get_head() if callable(get_head) else None
+    if decoder is None or head is None:
+        logits = model(input_ids=input_ids, attention_mask=attention).logits
+        return token_logprobs(logits, input_ids) * mask
+    hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+    rows, cols = mask[:, 1:].nonzero(as_tuple=True)  # token cols + 1, predicted at cols
+    picked = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    if rows.numel() == 0:
+        return picked
+    logits = head(hidden[rows, cols]).float()
+    targets = input_ids[rows, cols + 1]
+    values = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    return picked.index_put((rows, cols + 1), values)
+
+
 def grpo_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -85,8 +117,7 @@ def grpo_step(
         attention = _pad([[1] * len(t.input_ids) for t in chunk], length, 0, torch.long)
         mask = _pad([t.loss_mask for t in chunk], length, 0, torch.long)
         input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits
-        logprobs = token_logprobs(logits, input_ids)
+        logprobs = policy_token_logprobs(model, input_ids, attention, mask)
         behaviour = logprobs.detach().clone()
         for row, trajectory in enumerate(chunk):
             if trajectory.behaviour_logprobs is not None:
