@@ -191,7 +191,7 @@ def demo(
         typer.Option(help="Keep the stack serving after the report, until Ctrl-C."),
     ] = True,
     train_envs: Annotated[int, typer.Option(help="Procedural training environments.")] = 24,
-    sft_steps: Annotated[int, typer.Option(help="SFT optimizer steps.")] = 40,
+    sft_steps: Annotated[int, typer.Option(help="SFT optimizer steps.")] = 12,
     grpo_steps: Annotated[int, typer.Option(help="GRPO optimizer steps.")] = 2,
     eval_limit: Annotated[int, typer.Option(help="Entries per evaluation category.")] = 5,
     policy_url: PolicyUrl = None,
@@ -243,6 +243,7 @@ def _run_loop_command(
     policy_url: str | None,
 ) -> None:
     options = StackOptions(state_dir=state_dir, port_base=port_base, policy_url=policy_url)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the stack on SIGTERM as on Ctrl-C
     try:
         stack = _start(options)
     except StackError as exc:
@@ -261,6 +262,10 @@ def _run_loop_command(
         raise fail(f"{kind} failed at {exc} (logs in {stack.state_dir / 'logs'})") from None
     finally:
         stack.stop()
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _import_bfcl(stack: LocalStack) -> None:

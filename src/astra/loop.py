@@ -39,8 +39,8 @@ class LoopConfig:
     heldout_envs: int = 5
     """Environments of each held-out split (unseen entities, unseen compositions)."""
     hops: list[int] = field(default_factory=lambda: [1, 2, 3])
-    sft_steps: int = 40
-    sft_batch_size: int = 4
+    sft_steps: int = 12
+    sft_batch_size: int = 2
     sft_learning_rate: float = 1e-4
     rollout_envs: int = 8
     """Training environments per rollout batch (each played ``group_size`` times)."""
