@@ -8,16 +8,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from envhost_support import envhost
 from http_support import running
 
 from astra.redis_server import free_port
+from astra_envhost.settings import EnvhostSettings
 from astra_synth.app import create_app
 from astra_synth.settings import SynthSettings
 
@@ -111,3 +113,42 @@ def stage(job: dict[str, Any], name: str) -> dict[str, Any]:
     """One stage's progress of a job (zero counts before the job has started)."""
     found = [s for s in job["progress"] if s["stage"] == name]
     return found[0] if found else {"stage": name, "done": 0, "total": None, "rejected": {}}
+
+
+@dataclass
+class SynthStack:
+    """A real envhost (unless one was given), synth API and a client of that API."""
+
+    http: httpx.AsyncClient
+    workers: Workers
+    envhost_url: str
+    url: str
+
+
+@asynccontextmanager
+async def synth_stack(
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    envhost_settings: Callable[..., EnvhostSettings] | None = None,
+    *,
+    envhost_url: str | None = None,
+    **overrides: Any,
+) -> AsyncIterator[SynthStack]:
+    """envhost (from ``envhost_settings``, or the given URL), the synth API on a private Redis
+    database, and an HTTP client of it; workers are started by the test."""
+    async with AsyncExitStack() as stack:
+        if envhost_url is None:
+            assert envhost_settings is not None
+            envhost_url = await stack.enter_async_context(envhost(envhost_settings()))
+        url, workers = await stack.enter_async_context(
+            synth_service(
+                database_url=database_url,
+                redis_url=private_redis(redis_url),
+                envhost_url=envhost_url,
+                tmp_path=tmp_path,
+                **overrides,
+            )
+        )
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=60))
+        yield SynthStack(http=http, workers=workers, envhost_url=envhost_url, url=url)

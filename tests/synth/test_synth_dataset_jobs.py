@@ -8,10 +8,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from envhost_support import envhost
-from synth_support import private_redis, stage, synth_service, wait_for_job
+from synth_support import stage, synth_stack, wait_for_job
 
 from astra_envhost.sandbox import find_bwrap
 from astra_envhost.settings import EnvhostSettings
@@ -29,16 +27,8 @@ async def test_gold_dataset_job_exports_a_downloadable_dataset(
 ) -> None:
     import datasets  # type: ignore[import-untyped]
 
-    async with (
-        envhost(envhost_settings()) as envhost_url,
-        synth_service(
-            database_url=database_url,
-            redis_url=private_redis(redis_url),
-            envhost_url=envhost_url,
-            tmp_path=tmp_path,
-        ) as (synth_url, workers),
-        httpx.AsyncClient(base_url=synth_url, timeout=30) as http,
-    ):
+    async with synth_stack(database_url, redis_url, tmp_path, envhost_settings) as s:
+        http, workers = s.http, s.workers
         workers.start()
         envs = (await http.post("/v1/jobs/environments", json={"count": 5, "seed": 4})).json()
         assert (await wait_for_job(http, envs["id"]))["state"] == "succeeded"

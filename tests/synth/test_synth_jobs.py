@@ -13,7 +13,7 @@ import httpx
 import pytest
 from envhost_support import envhost
 from mcp import Client
-from synth_support import private_redis, stage, synth_service, wait_for_job
+from synth_support import stage, synth_stack, wait_for_job
 
 from astra_envhost.sandbox import find_bwrap
 from astra_envhost.settings import EnvhostSettings
@@ -34,16 +34,8 @@ Settings = Callable[..., EnvhostSettings]
 async def test_procedural_job_registers_certified_environments_that_envhost_serves(
     database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
 ) -> None:
-    async with (
-        envhost(envhost_settings()) as envhost_url,
-        synth_service(
-            database_url=database_url,
-            redis_url=private_redis(redis_url),
-            envhost_url=envhost_url,
-            tmp_path=tmp_path,
-        ) as (synth_url, workers),
-        httpx.AsyncClient(base_url=synth_url, timeout=30) as http,
-    ):
+    async with synth_stack(database_url, redis_url, tmp_path, envhost_settings) as s:
+        http, workers, envhost_url = s.http, s.workers, s.envhost_url
         workers.start()
         response = await http.post(
             "/v1/jobs/environments", json={"count": 6, "seed": 11, "domains": ["travel", "finance"]}
@@ -116,16 +108,8 @@ async def test_procedural_job_registers_certified_environments_that_envhost_serv
 async def test_cancel_stops_a_running_job(
     database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
 ) -> None:
-    async with (
-        envhost(envhost_settings()) as envhost_url,
-        synth_service(
-            database_url=database_url,
-            redis_url=private_redis(redis_url),
-            envhost_url=envhost_url,
-            tmp_path=tmp_path,
-        ) as (synth_url, workers),
-        httpx.AsyncClient(base_url=synth_url, timeout=30) as http,
-    ):
+    async with synth_stack(database_url, redis_url, tmp_path, envhost_settings) as s:
+        http, workers = s.http, s.workers
         workers.start()
         job_id = (
             await http.post("/v1/jobs/environments", json={"count": 5000, "concurrency": 1})
@@ -155,17 +139,10 @@ async def test_a_job_survives_its_worker_being_killed(
     database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
 ) -> None:
     count = 30
-    async with (
-        envhost(envhost_settings()) as envhost_url,
-        synth_service(
-            database_url=database_url,
-            redis_url=private_redis(redis_url),
-            envhost_url=envhost_url,
-            tmp_path=tmp_path,
-            job_visibility_timeout_s=3,
-        ) as (synth_url, workers),
-        httpx.AsyncClient(base_url=synth_url, timeout=30) as http,
-    ):
+    async with synth_stack(
+        database_url, redis_url, tmp_path, envhost_settings, job_visibility_timeout_s=3
+    ) as s:
+        http, workers = s.http, s.workers
         first = workers.start()
         job_id = (
             await http.post(
@@ -188,15 +165,10 @@ async def test_a_job_survives_its_worker_being_killed(
 async def test_bad_requests_are_refused_with_reasons(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    async with (
-        synth_service(
-            database_url=database_url,
-            redis_url=private_redis(redis_url),
-            envhost_url="http://127.0.0.1:9",
-            tmp_path=tmp_path,
-        ) as (synth_url, _),
-        httpx.AsyncClient(base_url=synth_url, timeout=30) as http,
-    ):
+    async with synth_stack(
+        database_url, redis_url, tmp_path, envhost_url="http://127.0.0.1:9"
+    ) as s:
+        http = s.http
 
         async def start(body: dict[str, Any]) -> httpx.Response:
             return await http.post("/v1/jobs/environments", json=body)
@@ -256,28 +228,16 @@ async def test_verify_reports_a_tampered_certificate_and_unreachable_envhost(
             tampered,
             attach_certificate(other, certificate_from_outcomes(other, other_outcomes)),
         )
-        async with (
-            synth_service(
-                database_url=database_url,
-                redis_url=private_redis(redis_url),
-                envhost_url=envhost_url,
-                tmp_path=tmp_path,
-            ) as (synth_url, _),
-            httpx.AsyncClient(base_url=synth_url, timeout=60) as http,
-        ):
+        async with synth_stack(database_url, redis_url, tmp_path, envhost_url=envhost_url) as s:
+            http = s.http
             report = (await http.post(f"/v1/environments/{spec.id}/verify")).json()
             assert report["holds"] is False
             assert any("does not match its recorded hash" in p for p in report["problems"])
             assert (await http.post("/v1/environments/env_missing/verify")).status_code == 404
-    async with (
-        synth_service(
-            database_url=database_url,
-            redis_url=private_redis(redis_url),
-            envhost_url="http://127.0.0.1:9",
-            tmp_path=tmp_path,
-        ) as (synth_url, _),
-        httpx.AsyncClient(base_url=synth_url, timeout=60) as http,
-    ):
+    async with synth_stack(
+        database_url, redis_url, tmp_path, envhost_url="http://127.0.0.1:9"
+    ) as s:
+        http = s.http
         down = await http.post(f"/v1/environments/{other.id}/verify")
         assert down.status_code == 503
         assert "cannot reach envhost" in down.json()["detail"]
