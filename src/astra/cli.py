@@ -193,7 +193,7 @@ def demo(
     train_envs: Annotated[int, typer.Option(help="Procedural training environments.")] = 24,
     sft_steps: Annotated[int, typer.Option(help="SFT optimizer steps.")] = 12,
     grpo_steps: Annotated[int, typer.Option(help="GRPO optimizer steps.")] = 2,
-    eval_limit: Annotated[int, typer.Option(help="Entries per evaluation category.")] = 5,
+    eval_limit: Annotated[int, typer.Option(help="Entries per evaluation category.")] = 8,
     policy_url: PolicyUrl = None,
 ) -> None:
     """The whole loop on embedded defaults: procedural environments → envhost → gold SFT data

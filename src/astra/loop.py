@@ -22,7 +22,12 @@ from astra.cli_eval import run_evaluation
 from astra.cli_synth import follow
 from astra.report import RunReport
 
-HELDOUT_SPLITS = ("heldout_entities", "heldout_compositions")
+HELDOUT_SPLITS = {
+    "heldout_entities": ["travel", "finance"],
+    "heldout_compositions": ["ecommerce", "healthcare"],
+}
+"""Held-out splits and the domains each draws from: two domains times the four scenario
+types, so a small held-out set still covers every scenario type."""
 
 
 class LoopError(RuntimeError):
@@ -36,7 +41,7 @@ class LoopConfig:
     seed: int = 0
     train_envs: int = 24
     """Procedural training environments (gold SFT data and RL tasks)."""
-    heldout_envs: int = 5
+    heldout_envs: int = 8
     """Environments of each held-out split (unseen entities, unseen compositions)."""
     hops: list[int] = field(default_factory=lambda: [1, 2, 3])
     sft_steps: int = 12
@@ -53,7 +58,7 @@ class LoopConfig:
     distractors_per_band: int = 1
     max_turns: int = 6
     max_tokens: int = 256
-    eval_limit: int = 5
+    eval_limit: int = 8
     """Entries per evaluation category."""
     evaluate_base: bool = False
     """Also evaluate the model before SFT (``astra experiment``)."""
@@ -97,11 +102,11 @@ def run_loop(
     stage = _Stages(console, report)
 
     with stage("1. procedural environment synthesis"):
-        train_job = _synthesize(services, config, "train", config.train_envs, console)
+        train_job = _synthesize(services, config, "train", config.train_envs, None, console)
         result.envs_job = train_job["id"]
         heldout_jobs = [
-            _synthesize(services, config, split, config.heldout_envs, console)
-            for split in HELDOUT_SPLITS
+            _synthesize(services, config, split, config.heldout_envs, domains, console)
+            for split, domains in HELDOUT_SPLITS.items()
         ]
         stats = train_job["result"]
         report.fact("training environments", stats.get("registered", 0))
@@ -163,6 +168,7 @@ def run_loop(
                 "max_steps": config.grpo_steps,
                 "learning_rate": config.grpo_learning_rate,
                 "max_tokens": 2048,
+                "micro_batch_size": 2,
                 "block_ms": 500,
                 "served_model": "SmolLM2-135M-Instruct",
                 "consumer_name": f"{run_id}-trainer",
@@ -221,9 +227,15 @@ class _Stages:
 
 
 def _synthesize(
-    services: Services, config: LoopConfig, split: str, count: int, console: Console
+    services: Services,
+    config: LoopConfig,
+    split: str,
+    count: int,
+    domains: list[str] | None,
+    console: Console,
 ) -> dict[str, Any]:
-    body = {"count": count, "seed": config.seed, "split": split, "hops": config.hops}
+    body: dict[str, Any] = {"count": count, "seed": config.seed, "split": split}
+    body |= {"hops": config.hops} | ({"domains": domains} if domains else {})
     job = services.synth.post("/v1/jobs/environments", body).json()
     console.print(f"{split}: job {job['id']}")
     return _finished_job(follow(services.synth, job["id"]), f"{split} synthesis job")
@@ -294,8 +306,8 @@ def _evaluate_all(
 def _show(console: Console, status: dict[str, Any]) -> None:
     overall = status.get("overall") or {}
     console.print(
-        f"{status['suite']} ({status.get('label')}): mean F1 {overall.get('mean_reward')}, "
-        f"success {overall.get('success_rate')}, {overall.get('failed', 0)} failed episodes"
+        f"{status['suite']} ({status.get('label')}): mean F1 {_num(overall.get('mean_reward'))}, "
+        f"success {_num(overall.get('success_rate'))}, {overall.get('failed', 0)} failed episodes"
     )
 
 
@@ -350,7 +362,7 @@ def _follow_batch(
         raise LoopError(f"rollout batch {batch['id']} {batch['state']}: {batch.get('error')}")
     summary = batch["summary"]
     console.print(
-        f"{batch['published']} trajectories published; mean F1 {summary['mean_reward']}, "
+        f"{batch['published']} trajectories published; mean F1 {_num(summary['mean_reward'])}, "
         f"{summary['groups_with_variance']} of {summary['groups_done']} groups with varying rewards"
     )
     return batch
@@ -407,12 +419,16 @@ def _rollout_section(batches: list[dict[str, Any]]) -> str:
         summary = batch["summary"]
         lines.append(
             f"- batch `{batch['id']}`: {batch['published']} trajectories on the stream, "
-            f"{batch['failed']} failed; mean F1 {summary['mean_reward']}, success "
-            f"{summary['success_rate']}, turns {summary['mean_turns']}, calls "
-            f"{summary['mean_tool_calls']}; {summary['groups_with_variance']}/"
+            f"{batch['failed']} failed; mean F1 {_num(summary['mean_reward'])}, success "
+            f"{_num(summary['success_rate'])}, turns {_num(summary['mean_turns'])}, calls "
+            f"{_num(summary['mean_tool_calls'])}; {summary['groups_with_variance']}/"
             f"{summary['groups_done']} groups with varying rewards"
         )
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _bar(console: Console) -> Progress:

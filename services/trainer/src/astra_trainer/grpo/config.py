@@ -59,6 +59,11 @@ class GRPOConfig(BaseModel):
     clip_high: float = Field(default=0.2, ge=0, description="Ratio clipped above 1 + clip_high.")
     max_grad_norm: float = Field(default=1.0, gt=0)
     micro_batch_size: int = Field(default=4, ge=1, description="Sequences per forward pass.")
+    gradient_checkpointing: bool = Field(
+        default=True,
+        description="Recompute activations in the backward pass: multi-turn sequences with "
+        "tool schemas are long, and stored activations would take gigabytes (costs ~30% time).",
+    )
     weight_decay: float = Field(default=0.0, ge=0)
 
     read_count: int = Field(default=64, ge=1, description="Entries per stream read.")

@@ -109,6 +109,11 @@ class GRPORunner:
         self._tokenizer = AutoTokenizer.from_pretrained(source)
         # float32 master weights: bf16 loses most small updates.
         self._model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        if self.config.gradient_checkpointing:
+            self._model.config.use_cache = False
+            self._model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
         self._optimizer = torch.optim.AdamW(
             self._model.parameters(),
             lr=self.config.learning_rate,
