@@ -60,7 +60,14 @@ from astra_proto import (
 )
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-TABLES = {"synthesis_jobs", "environments", "episodes", "episode_calls", "trajectories", "job_environments"}
+TABLES = {
+    "synthesis_jobs",
+    "environments",
+    "episodes",
+    "episode_calls",
+    "trajectories",
+    "job_environments",
+}
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
