@@ -19,6 +19,7 @@ from astra_synth.environments import environments_router
 from astra_synth.jobs.api import jobs_router
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.settings import SynthSettings
+from astra_synth.toolsets_api import toolsets_router
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.worker import create_celery_app
 
@@ -52,6 +53,7 @@ def create_app(settings: SynthSettings) -> FastAPI:
             ),
             jobs_router(database, celery_app, settings, bearer_auth(settings)),
             datasets_router(TrajectoryStore(settings.data_dir)),
+            toolsets_router(TrajectoryStore(settings.data_dir), bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
         lifespan=closing_lifespan(database.dispose, broker.aclose),
