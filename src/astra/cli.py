@@ -34,7 +34,6 @@ app.add_typer(envs_app, name="envs")
 app.add_typer(synth_app, name="synth")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(train_app, name="train")
-app.command("eval")(evaluate)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -275,6 +274,9 @@ def _import_bfcl(stack: LocalStack) -> None:
     with ApiClient(stack.url("synth")) as client, console.status("registering BFCL base"):
         for spec in specs:
             client.post("/v1/environments", spec.model_dump(mode="json"))
+
+
+app.command("eval")(evaluate)
 
 
 def main() -> None:

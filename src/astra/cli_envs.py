@@ -13,7 +13,7 @@ from rich.table import Table
 
 from astra.api_client import ApiClient, ApiError, service_url
 
-envs_app = typer.Typer(help="Import, list and show environments.", no_args_is_help=True)
+envs_app = typer.Typer(help="Import, list, show and verify environments.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
