@@ -34,12 +34,13 @@ def heldout(split: str, domain: str) -> EnvironmentSpec:
 
 @asynccontextmanager
 async def rollout_api(
-    database_url: str, redis_url: str, envhost_settings: Settings
+    database_url: str, redis_url: str, envhost_settings: Settings, *extra: EnvironmentSpec
 ) -> AsyncIterator[httpx.AsyncClient]:
     specs = (
         heldout("heldout_entities", "travel"),
         heldout("heldout_entities", "weather"),
         heldout("heldout_compositions", "travel"),
+        *extra,
     )
     async with stack(database_url, envhost_settings, *specs) as s:
         synth = create_synth(SynthSettings(database_url=database_url, redis_url=redis_url))
@@ -133,3 +134,23 @@ async def test_bad_evaluation_requests(
         assert empty.status_code == 422
         assert "astra envs import bfcl" in empty.json()["detail"]
         assert (await api.get("/v1/evaluations/eval_nope")).status_code == 404
+
+
+async def test_bfcl_suite_scores_by_category_with_bfcls_checker(
+    database_url: str, redis_url: str, envhost_settings: Settings
+) -> None:
+    from astra_envhost.bfcl import bfcl_environments
+
+    entries = bfcl_environments(["base", "miss_param"], 1, None)
+    async with rollout_api(database_url, redis_url, envhost_settings, *entries) as api:
+        status = await finished(
+            api,
+            {"suite": "bfcl-multi-turn", "categories": ["base", "miss_param"],
+             "policy": {"model": "answer"}, "limits": {"max_turns": 8}},
+        )  # fmt: skip
+    assert status["state"] == "succeeded", status
+    assert [c["category"] for c in status["categories"]] == ["base", "miss_param"]
+    assert {e["env_id"] for e in status["entries"]} == {spec.id for spec in entries}
+    for entry in status["entries"]:
+        assert entry["failure_reason"] is None, entry
+        assert entry["reward"] == 0.0  # answering in words never passes BFCL's checker

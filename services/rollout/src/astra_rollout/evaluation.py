@@ -37,7 +37,16 @@ SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
     "heldout-procedural": ("procedural", ("heldout_entities", "heldout_compositions")),
     "bfcl-multi-turn": ("bfcl", ("base", "miss_func", "miss_param", "long_context")),
 }
-"""Each suite's registry source and its categories (registry splits)."""
+"""Each suite's registry source and its categories."""
+
+REGISTRY_SPLITS = {
+    "base": "multi_turn_base",
+    "miss_func": "multi_turn_miss_func",
+    "miss_param": "multi_turn_miss_param",
+    "long_context": "multi_turn_long_context",
+}
+"""The registry split of a category, where the two names differ (BFCL's categories are
+registered under their full names, as ``astra envs import bfcl`` writes them)."""
 
 
 class EvaluationRequest(BaseModel):
@@ -162,7 +171,8 @@ class EvaluationRunner:
         source, known = SUITES[request.suite]
         specs: list[tuple[str, EnvironmentSpec]] = []
         for category in request.categories or known:
-            query = RegistryQuery(source=source, split=category, limit=request.limit)
+            split = REGISTRY_SPLITS.get(category, category)
+            query = RegistryQuery(source=source, split=split, limit=request.limit)
             try:
                 ids = await self._registry.query(query)
                 specs += [(category, await self._registry.get(env_id)) for env_id in ids]
