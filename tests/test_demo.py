@@ -51,6 +51,6 @@ def test_shortened_demo_writes_a_report(tmp_path: Path) -> None:
     facts = json.loads((run_dir / "report.json").read_text())["facts"]
     assert int(facts["training environments"]) == 8
     assert int(facts["SFT samples (gold trajectories)"]) >= 1
-    assert int(facts["GRPO steps"]) >= 1
+    assert facts["GRPO steps"] == "1 of 1"
     assert int(facts["policy version after RL"]) >= 1
     assert not list((tmp_path / "state").glob("stack.json"))  # the stack was stopped

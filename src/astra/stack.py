@@ -213,6 +213,7 @@ class LocalStack:
             sys.executable, "-m", "astra_rollout.policy_server", "--model-dir", str(model_dir),
             "--venv", str(venv), "--host", host, "--port", str(port),
             "--served-model-name", POLICY_MODEL_NAME, "--allow-weight-reload",
+            "--max-model-len", "8192",  # BFCL's tool documents alone take thousands of tokens
             "--ready-timeout-s", str(self.options.startup_timeout),
             "--log-path", str(logs / "vllm.log"),
         ]  # fmt: skip
