@@ -23,7 +23,6 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoTokenizer
 
 from astra_rollout.policy_server import PolicyServer, PolicyServerError, PolicyServerSettings
-from astra_trainer.models import ModelStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -68,15 +67,9 @@ def vllm_venv() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default model converted by the trainer's store (cached by pytest between runs)."""
-    cache = getattr(request.config, "cache", None)
-    root = (
-        cache.mkdir("astra-trainer-models")
-        if cache is not None
-        else tmp_path_factory.mktemp("models")
-    )
-    return ModelStore(Path(root)).ensure_default()
+def smollm2_dir(default_model_dir: Path) -> Path:
+    """The default model converted by the trainer's store (shared by the whole suite)."""
+    return default_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from astra_rollout.policy import SamplingParams
 from astra_rollout.policy_server import PolicyServer, PolicyServerSettings
 from astra_rollout.settings import RolloutSettings
 from astra_synth.procedural import generate_environments
-from astra_trainer.models import ModelStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -38,15 +37,13 @@ GROUP_SIZE = 2
 
 @pytest.fixture(scope="module")
 def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PolicyServer]:
     if not (VLLM_VENV / "bin" / "python").exists():
         pytest.skip(f"no vLLM venv at {VLLM_VENV}: run scripts/vllm-venv.sh")
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("astra-trainer-models") if cache else tmp_path_factory.mktemp("models")
     settings = PolicyServerSettings(
         venv=VLLM_VENV,
-        model_dir=ModelStore(Path(root)).ensure_default(),
+        model_dir=default_model_dir,
         port=0,
         log_path=tmp_path_factory.mktemp("vllm") / "server.log",
     )
