@@ -32,8 +32,16 @@ def tool(
 CITY = {"type": "object", "properties": {"city_id": {"type": "string"}}}
 WEATHER = [
     tool("find_city", "Find a city id by the city's name.", CITY, name={"type": "string"}),
-    tool("get_forecast", "Weather forecast for the place with the given id.", city_id={"type": "string"}),
-    tool("get_alerts", "Weather alerts issued for the place with the given id.", city_id={"type": "string"}),
+    tool(
+        "get_forecast",
+        "Weather forecast for the place with the given id.",
+        city_id={"type": "string"},
+    ),
+    tool(
+        "get_alerts",
+        "Weather alerts issued for the place with the given id.",
+        city_id={"type": "string"},
+    ),
     tool("vague", "Does it."),
 ]
 
