@@ -11,7 +11,7 @@ from rollout_support import stack
 
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import DistractorRef, EnvironmentSpec, Trajectory
-from astra_rollout.batch_models import BatchRequest, DistractorSettings, PolicyEndpoint
+from astra_rollout.batch_models import BatchRequest, DistractorOptions, PolicyEndpoint
 from astra_rollout.batches import BatchError, BatchRunner
 from astra_rollout.settings import RolloutSettings
 from astra_synth.procedural import generate_environments
@@ -38,9 +38,9 @@ async def test_distractors_chosen_per_group_are_offered_in_every_episode(
     spec = weather_spec()
     other = generate_environments(1, seed=0)[0]
     chosen = DistractorRef(env_id=other.id, tool_name=other.tool_names()[0])
-    asked: list[tuple[str, DistractorSettings]] = []
+    asked: list[tuple[str, DistractorOptions]] = []
 
-    async def select(env: EnvironmentSpec, settings: DistractorSettings) -> list[DistractorRef]:
+    async def select(env: EnvironmentSpec, settings: DistractorOptions) -> list[DistractorRef]:
         asked.append((env.id, settings))
         return [chosen]
 
@@ -67,7 +67,7 @@ async def test_distractors_chosen_per_group_are_offered_in_every_episode(
                 env_ids=[spec.id],
                 group_size=3,
                 policy=PolicyEndpoint(model="solver"),
-                distractors=DistractorSettings(enabled=True, per_band=1),
+                distractors=DistractorOptions(enabled=True, per_band=1),
             )
         )
         status = await runner.wait(started.id)
@@ -103,7 +103,7 @@ async def test_distractors_asked_of_a_runner_without_selection_are_refused() -> 
         )
         with pytest.raises(BatchError, match="not available") as refused:
             await runner.start(
-                BatchRequest(env_ids=[spec.id], distractors=DistractorSettings(enabled=True))
+                BatchRequest(env_ids=[spec.id], distractors=DistractorOptions(enabled=True))
             )
     assert refused.value.status == 422
     assert runner.all() == []

@@ -19,7 +19,7 @@ from astra_common.streams import StreamConsumer, StreamPublisher
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import TRAJECTORY_STREAM, EnvironmentSpec, StreamEnvelope, Trajectory
-from astra_rollout.batch_models import BatchRequest, DistractorSettings, PolicyEndpoint
+from astra_rollout.batch_models import BatchRequest, DistractorOptions, PolicyEndpoint
 from astra_rollout.batches import BatchRunner
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
@@ -71,7 +71,7 @@ async def test_batch_against_envhost_and_vllm_lands_on_the_stream(
         for spec in ENVS:
             await repos.environments.register(spec)
     index = ToolIndex()
-    options = DistractorSettings(enabled=True, per_band=1, seed=4)
+    options = DistractorOptions(enabled=True, per_band=1, seed=4)
     index.add_environments(ENVS)
     tasks = [ENVS[0], ENVS[1]]
     stream = f"{TRAJECTORY_STREAM}:e2e:{free_port()}"

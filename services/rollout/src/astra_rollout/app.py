@@ -26,7 +26,7 @@ from astra_proto import (
 )
 from astra_rollout import __version__
 from astra_rollout.api import batches_router
-from astra_rollout.batch_models import DistractorSettings
+from astra_rollout.batch_models import DistractorOptions
 from astra_rollout.batches import BatchRunner, DistractorSelector
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
@@ -53,7 +53,7 @@ def registry_distractors(registry: EnvironmentSource) -> DistractorSelector:
     index picks up newly registered environments before each selection."""
     index = ToolIndex()
 
-    async def select(env: EnvironmentSpec, options: DistractorSettings) -> list[DistractorRef]:
+    async def select(env: EnvironmentSpec, options: DistractorOptions) -> list[DistractorRef]:
         await index.update_from(registry)
         return await index.for_batch(env, options)
 

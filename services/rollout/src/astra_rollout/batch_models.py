@@ -32,7 +32,7 @@ class PolicyEndpoint(_Strict):
     model: str | None = Field(default=None, description="Model name; default: settings.")
 
 
-class DistractorSettings(_Strict):
+class DistractorOptions(_Strict):
     """Irrelevant-tool mixing: up to ``per_band`` distractors from each similarity band."""
 
     enabled: bool = False
@@ -51,7 +51,7 @@ class BatchRequest(_Strict):
     policy: PolicyEndpoint = Field(default_factory=PolicyEndpoint)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     limits: EpisodeLimits | None = Field(default=None, description="Default: settings.")
-    distractors: DistractorSettings = Field(default_factory=DistractorSettings)
+    distractors: DistractorOptions = Field(default_factory=DistractorOptions)
     system_prompt: str | None = Field(default=None, max_length=100_000)
     seed: int = Field(default=0, ge=0, description="Episode i of a group gets seed + i.")
 

@@ -28,7 +28,7 @@ from astra_rollout.batch_models import (
     BatchRequest,
     BatchStatus,
     BatchSummary,
-    DistractorSettings,
+    DistractorOptions,
     EpisodeFailure,
     PolicyEndpoint,
 )
@@ -39,7 +39,7 @@ from astra_rollout.settings import RolloutSettings
 
 logger = logging.getLogger(__name__)
 
-DistractorSelector = Callable[[EnvironmentSpec, DistractorSettings], Awaitable[list[DistractorRef]]]
+DistractorSelector = Callable[[EnvironmentSpec, DistractorOptions], Awaitable[list[DistractorRef]]]
 """Chooses an episode's distractor tools (``astra_rollout.distractors.select``)."""
 
 TrajectorySink = Callable[[Trajectory], Awaitable[None]]

@@ -103,7 +103,7 @@ class DistractorSettings(BaseModel):
 
 
 class BatchDistractorOptions(Protocol):
-    """The per-batch options of the rollout batch API (``batch_models.DistractorSettings``)."""
+    """The per-batch options of the rollout batch API (``batch_models.DistractorOptions``)."""
 
     @property
     def enabled(self) -> bool: ...
