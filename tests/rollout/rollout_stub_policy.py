@@ -40,7 +40,10 @@ def tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, A
 def last_tool_json(messages: list[dict[str, Any]]) -> dict[str, Any]:
     for message in reversed(messages):
         if message["role"] == "tool":
-            value = json.loads(message["content"])
+            try:
+                value = json.loads(message["content"])
+            except ValueError:  # an error result ("Error: ...")
+                return {}
             return value if isinstance(value, dict) else {}
     return {}
 

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from astra_envhost.backends import ToolExecutionError
 from astra_envhost.sandbox import SandboxBackend, SandboxLimits
 from astra_proto import SyntheticTool
-from astra_synth.llm import Completion
+from astra_synth.llm import ChatModel, Completion
 from astra_synth.llm_pipeline import CallOutcome, KnowledgeItem, QaItem
 from astra_synth.llm_pipeline.ask import INPUT_HEADER
 from astra_synth.llm_pipeline.decompose import SYSTEM_KNOWLEDGE, SYSTEM_QA
@@ -144,8 +144,9 @@ class SandboxExecutor:
         return outcomes
 
 
-def fake_openai(double: ScriptedLLM, requests: list[dict[str, Any]]) -> FastAPI:
-    """An OpenAI-compatible ``/v1/chat/completions`` answering from the double."""
+def fake_openai(double: ChatModel, requests: list[dict[str, Any]]) -> FastAPI:
+    """An OpenAI-compatible ``/v1/chat/completions`` answering from a chat-model double
+    (``ScriptedLLM``, or ``scripted_chat.ScriptedChat``)."""
     app = FastAPI()
 
     @app.post("/v1/chat/completions")

@@ -16,6 +16,7 @@ class JobKind(StrEnum):
 
     ENVIRONMENTS = "environments"
     TRAJECTORIES = "trajectories"
+    TASKS = "tasks"
 
 
 class JobState(StrEnum):

@@ -15,13 +15,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from astra_proto import (
     DistractorRef,
-    EnvironmentSpec,
     Episode,
     EpisodeRequest,
     FinishReason,
@@ -35,6 +34,23 @@ from astra_proto import (
 from astra_rollout.envhost_client import EpisodeBackend, ToolOutcome, ToolSession
 from astra_rollout.policy import Completion, PolicyClient, SamplingParams
 from astra_rollout.tokens import TokenLedger
+
+
+class AgentTask(Protocol):
+    """What the agent plays: an id, the first user turn, any further user turns, and the tool
+    documents offered (what a trajectory lists when its episode never opened).
+    ``EnvironmentSpec`` is one; a teacher run's task on an external tool server is another."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def followup_turns(self) -> Sequence[str]: ...
+
+    def tool_specs(self) -> list[ToolSpec]: ...
 
 
 class EpisodeLimits(BaseModel):
@@ -69,7 +85,7 @@ class _Run:
 
 
 async def run_episode(
-    spec: EnvironmentSpec,
+    spec: AgentTask,
     *,
     policy: PolicyClient,
     episodes: EpisodeBackend,
@@ -82,7 +98,8 @@ async def run_episode(
     system_prompt: str | None = None,
     trajectory_id: str | None = None,
 ) -> Trajectory:
-    """Play one episode of ``spec`` with ``policy``; returns its scored Trajectory.
+    """Play one episode of ``spec`` with ``policy``; returns its scored Trajectory (no reward
+    when the backend has no verifier, as for teacher runs, which the judge scores instead).
 
     Never raises for a failed episode: the trajectory then has ``finish_reason=error`` and
     ``failure_reason``, no reward, and whatever conversation happened. Token arrays are set
@@ -137,7 +154,7 @@ async def run_episode(
 
 
 async def _converse(
-    spec: EnvironmentSpec,
+    spec: AgentTask,
     episode: Episode,
     session: ToolSession,
     episodes: EpisodeBackend,
@@ -227,7 +244,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _trajectory(
-    spec: EnvironmentSpec,
+    spec: AgentTask,
     episode: Episode | None,
     run: _Run,
     reward: RewardBreakdown | None,
@@ -284,7 +301,7 @@ def _trajectory(
 
 
 def failed_trajectory(
-    spec: EnvironmentSpec,
+    spec: AgentTask,
     reason: str,
     *,
     policy_version: int = 0,

@@ -32,8 +32,11 @@ from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
 from astra_rollout.evaluation import EvaluationRunner
 from astra_rollout.evaluation_api import evaluations_router
+from astra_rollout.policy import PolicyClient
 from astra_rollout.registry_client import EnvironmentSource, SynthRegistry
 from astra_rollout.settings import RolloutSettings
+from astra_rollout.teacher import TeacherRunner, TeacherRunRequest
+from astra_rollout.teacher_api import teacher_router
 
 REDIS_CONNECTIONS = 32
 """Connections to Redis per process (policy-version reads and stream writes are short)."""
@@ -116,6 +119,20 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
         concurrency=settings.max_concurrent_episodes,
     )
 
+    def teacher_policy(request: TeacherRunRequest) -> PolicyClient:
+        return runner.policy_client(
+            request.policy, api_key=settings.teacher_api_key, request_token_ids=request.token_ids
+        )
+
+    teachers = TeacherRunner(
+        http=http,
+        policy_factory=teacher_policy,
+        emulator_url=settings.synth_url,
+        emulator_token=settings.synth_token,
+        # Our own envhost's MCP endpoints get its token; other servers get none.
+        mcp_headers=lambda url: token_headers if url.startswith(settings.envhost_url) else {},
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         publisher.start()
@@ -125,6 +142,7 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
             try:
                 await runner.aclose()
                 await evaluations.aclose()
+                await teachers.aclose()
                 await publisher.aclose()
             finally:
                 await http.aclose()
@@ -138,10 +156,12 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
         routers=[
             batches_router(runner, bearer_auth(settings)),
             evaluations_router(evaluations, bearer_auth(settings)),
+            teacher_router(teachers, bearer_auth(settings)),
         ],
         health_checks={"redis": redis_check(redis_client)},
         lifespan=lifespan,
     )
     app.state.batches = runner
     app.state.evaluations = evaluations
+    app.state.teachers = teachers
     return app

@@ -192,9 +192,15 @@ class BatchRunner:
             timeout_s=self.settings.episode_timeout_s,
         )
 
-    def policy_client(self, endpoint: PolicyEndpoint) -> PolicyClient:
-        """A client of ``endpoint`` (unset fields from the settings); ``BatchError`` 422 when
-        there is no usable endpoint."""
+    def policy_client(
+        self,
+        endpoint: PolicyEndpoint,
+        *,
+        api_key: str | None = None,
+        request_token_ids: bool | None = None,
+    ) -> PolicyClient:
+        """A client of ``endpoint`` (unset fields, the key and whether to ask for token ids
+        from the settings); ``BatchError`` 422 when there is no usable endpoint."""
         base_url = endpoint.base_url or self.settings.policy_base_url
         if not base_url:
             raise BatchError(
@@ -207,8 +213,10 @@ class BatchRunner:
             http=self._policy_http,
             base_url=base_url,
             model=endpoint.model or self.settings.policy_model,
-            api_key=self.settings.policy_api_key,
-            request_token_ids=self.settings.policy_token_ids,
+            api_key=api_key or self.settings.policy_api_key,
+            request_token_ids=(
+                self.settings.policy_token_ids if request_token_ids is None else request_token_ids
+            ),
             retries=self.settings.policy_retries,
             backoff_s=self.settings.policy_backoff_s,
             timeout_s=self.settings.policy_timeout_s,

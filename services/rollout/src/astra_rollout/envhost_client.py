@@ -65,8 +65,8 @@ class EpisodeBackend(Protocol):
         """Move a multi-turn episode to its next user turn; returns the new turn."""
         ...
 
-    async def score(self, episode: Episode, final_answer: str | None) -> RewardBreakdown:
-        """The environment's verdict on the episode."""
+    async def score(self, episode: Episode, final_answer: str | None) -> RewardBreakdown | None:
+        """The environment's verdict on the episode (None: the backend has no verifier)."""
         ...
 
     async def close_episode(self, episode: Episode) -> None:

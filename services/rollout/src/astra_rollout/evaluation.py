@@ -18,7 +18,6 @@ import asyncio
 import statistics
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Self
 
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import EnvironmentSpec, JobState, Trajectory
 from astra_rollout.agent import EpisodeLimits, run_episode
+from astra_rollout.background import Run, RunStatus, RunTable
 from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.envhost_client import EpisodeBackend
 from astra_rollout.policy import PolicyClient, SamplingParams
@@ -101,22 +101,17 @@ class CategoryScore(BaseModel):
     mean_tool_calls: float | None
 
 
-class EvaluationStatus(BaseModel):
+class EvaluationStatus(RunStatus):
     """Progress and results of an evaluation."""
 
-    id: str
     suite: Suite
     label: str | None = None
     model: str
-    state: JobState
     total: int
     done: int = 0
     categories: list[CategoryScore] = Field(default_factory=list)
     overall: CategoryScore | None = None
     entries: list[EntryScore] = Field(default_factory=list)
-    error: str | None = None
-    created_at: datetime
-    finished_at: datetime | None = None
 
 
 class EvaluationError(Exception):
@@ -128,16 +123,6 @@ class EvaluationError(Exception):
 
 
 PolicyFactory = Callable[[PolicyEndpoint], PolicyClient]
-
-
-@dataclass
-class _Evaluation:
-    status: EvaluationStatus
-    request: EvaluationRequest
-    specs: list[tuple[str, EnvironmentSpec]]
-    policy: PolicyClient
-    trajectories: dict[str, Trajectory] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
 
 
 class EvaluationRunner:
@@ -158,8 +143,7 @@ class EvaluationRunner:
         self._policy_factory = policy_factory
         self._default_limits = default_limits
         self._slots = asyncio.Semaphore(concurrency)
-        self._keep = keep
-        self._runs: dict[str, _Evaluation] = {}
+        self._runs = RunTable[EvaluationStatus](keep)
 
     async def start(self, request: EvaluationRequest) -> EvaluationStatus:
         """Resolve the suite's entries and start; ``EvaluationError`` when nothing matches
@@ -181,9 +165,8 @@ class EvaluationRunner:
         if not specs:
             hint = " (import them with `astra envs import bfcl`)" if source == "bfcl" else ""
             raise EvaluationError(f"no environments of suite {request.suite} registered{hint}")
-        evaluation_id = f"eval_{uuid.uuid4().hex[:16]}"
         status = EvaluationStatus(
-            id=evaluation_id,
+            id=f"eval_{uuid.uuid4().hex[:16]}",
             suite=request.suite,
             label=request.label,
             model=policy.model,
@@ -191,79 +174,54 @@ class EvaluationRunner:
             total=len(specs),
             created_at=datetime.now(UTC),
         )
-        run = _Evaluation(status=status, request=request, specs=specs, policy=policy)
-        self._runs[evaluation_id] = run
-        self._forget_old()
-        run.task = asyncio.create_task(self._run(run), name=evaluation_id)
-        return self.status(evaluation_id)
+        limits = request.limits or self._default_limits()
+
+        async def work(run: Run[EvaluationStatus]) -> None:
+            async def play(category: str, spec: EnvironmentSpec) -> None:
+                async with self._slots:
+                    trajectory = await run_episode(
+                        spec,
+                        policy=policy,
+                        episodes=self._episodes,
+                        sampling=request.sampling,
+                        limits=limits,
+                        system_prompt=request.system_prompt,
+                    )
+                run.trajectories[trajectory.id] = trajectory
+                run.status.entries.append(entry_score(category, trajectory))
+                run.status.done += 1
+                run.status.categories, run.status.overall = aggregate(run.status.entries)
+
+            await asyncio.gather(*(play(category, spec) for category, spec in specs))
+
+        self._runs.start(status, work)
+        return self.status(status.id)
 
     def status(self, evaluation_id: str) -> EvaluationStatus:
         """Progress and scores so far; ``KeyError`` when unknown."""
-        return self._runs[evaluation_id].status.model_copy(deep=True)
+        return self._runs.status(evaluation_id)
 
     def trajectory(self, evaluation_id: str, trajectory_id: str) -> Trajectory:
         """One trajectory of the evaluation; ``KeyError`` when unknown."""
-        return self._runs[evaluation_id].trajectories[trajectory_id]
+        return self._runs.get(evaluation_id).trajectories[trajectory_id]
 
     def all(self) -> list[EvaluationStatus]:
         """Every evaluation this process keeps, oldest first (without per-entry rows)."""
         return [
-            run.status.model_copy(update={"entries": []}, deep=True) for run in self._runs.values()
+            run.status.model_copy(update={"entries": []}, deep=True) for run in self._runs.runs()
         ]
 
     async def wait(self, evaluation_id: str) -> EvaluationStatus:
         """Wait for the evaluation to end."""
-        task = self._runs[evaluation_id].task
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        return self.status(evaluation_id)
+        return await self._runs.wait(evaluation_id)
 
     async def cancel(self, evaluation_id: str) -> EvaluationStatus:
         """Stop it; finished entries keep their scores."""
-        task = self._runs[evaluation_id].task
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        return self.status(evaluation_id)
+        return await self._runs.cancel(evaluation_id)
 
     async def aclose(self) -> None:
         """Cancel every running evaluation."""
-        for evaluation_id in list(self._runs):
-            await self.cancel(evaluation_id)
-
-    async def _run(self, run: _Evaluation) -> None:
-        limits = run.request.limits or self._default_limits()
-
-        async def play(category: str, spec: EnvironmentSpec) -> None:
-            async with self._slots:
-                trajectory = await run_episode(
-                    spec,
-                    policy=run.policy,
-                    episodes=self._episodes,
-                    sampling=run.request.sampling,
-                    limits=limits,
-                    system_prompt=run.request.system_prompt,
-                )
-            run.trajectories[trajectory.id] = trajectory
-            run.status.entries.append(entry_score(category, trajectory))
-            run.status.done += 1
-            run.status.categories, run.status.overall = aggregate(run.status.entries)
-
-        try:
-            await asyncio.gather(*(play(category, spec) for category, spec in run.specs))
-            run.status.state = JobState.SUCCEEDED
-        except asyncio.CancelledError:
-            run.status.state = JobState.CANCELLED
-        except Exception as exc:
-            run.status.error = f"{type(exc).__name__}: {exc}"
-            run.status.state = JobState.FAILED
-        finally:
-            run.status.finished_at = datetime.now(UTC)
-
-    def _forget_old(self) -> None:
-        finished = [r for r in self._runs.values() if r.status.state.terminal]
-        for run in finished[: max(0, len(finished) - self._keep)]:
-            del self._runs[run.status.id]
+        await self._runs.aclose()
 
 
 def entry_score(category: str, trajectory: Trajectory) -> EntryScore:

@@ -41,6 +41,13 @@ class RolloutSettings(ServiceSettings):
     policy_api_key: str | None = None
     """Bearer key sent to the policy endpoint, when it requires one."""
 
+    synth_token: str | None = None
+    """Bearer token sent to the synth API's write endpoints (the tool emulator of teacher
+    runs), when synth requires one."""
+
+    teacher_api_key: str | None = None
+    """Bearer key sent to teacher endpoints (teacher runs); default: `policy_api_key`."""
+
     policy_token_ids: bool = True
     """Ask the policy server for token ids and logprobs (vLLM's `return_token_ids`,
     `logprobs`); turn off for servers that reject unknown request fields."""

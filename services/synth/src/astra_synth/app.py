@@ -15,6 +15,7 @@ from astra_common.service import bearer_auth, closing_lifespan, create_service_a
 from astra_synth import __version__
 from astra_synth.console import mount_console
 from astra_synth.datasets import datasets_router
+from astra_synth.emulate_api import emulate_router
 from astra_synth.environments import environments_router
 from astra_synth.jobs.api import jobs_router
 from astra_synth.jobs.executor import EnvironmentExecutor
@@ -54,6 +55,7 @@ def create_app(settings: SynthSettings) -> FastAPI:
             jobs_router(database, celery_app, settings, bearer_auth(settings)),
             datasets_router(TrajectoryStore(settings.data_dir)),
             toolsets_router(TrajectoryStore(settings.data_dir), bearer_auth(settings)),
+            emulate_router(settings, bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
         lifespan=closing_lifespan(database.dispose, broker.aclose),

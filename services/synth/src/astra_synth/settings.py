@@ -33,6 +33,9 @@ class SynthSettings(ServiceSettings):
     rollout_url: str = "http://127.0.0.1:8102"
     """Base URL of the rollout service (trajectory synthesis plays episodes through it)."""
 
+    rollout_token: SecretStr | None = None
+    """Bearer token sent to the rollout API (teacher runs), when rollout requires one."""
+
     trainer_url: str = "http://127.0.0.1:8103"
     """Base URL of the trainer service (the web console reads training metrics through it)."""
 

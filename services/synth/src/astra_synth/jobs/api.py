@@ -15,9 +15,21 @@ from pydantic import BaseModel
 
 from astra_common.db import Database, ImmutableError, NotFoundError
 from astra_proto import JobKind, JobState, StageProgress, SynthesisJob
-from astra_synth.jobs.requests import MAX_QA_BYTES, DatasetJobRequest, EnvironmentJobRequest
-from astra_synth.jobs.tasks import DATASET_JOB_TASK, ENVIRONMENT_JOB_TASK
+from astra_synth.jobs.requests import (
+    MAX_QA_BYTES,
+    DatasetJobRequest,
+    EnvironmentJobRequest,
+    TaskJobRequest,
+    TrajectoryJobRequest,
+)
+from astra_synth.jobs.tasks import (
+    DATASET_JOB_TASK,
+    ENVIRONMENT_JOB_TASK,
+    TASK_JOB_TASK,
+    TRAJECTORY_JOB_TASK,
+)
 from astra_synth.settings import SynthSettings
+from astra_synth.trajectories.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,22 @@ def jobs_router(
     """Routes of synthesis jobs."""
     router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+    def known_toolset(toolset_id: str) -> None:
+        try:
+            TrajectoryStore(settings.data_dir).load_toolset(toolset_id)
+        except KeyError:
+            raise HTTPException(
+                404, detail=f"no toolset {toolset_id!r} (register it with POST /v1/toolsets)"
+            ) from None
+
+    def needs_llm(base_url: str | None, what: str) -> None:
+        if not (base_url or settings.llm_base_url):
+            raise HTTPException(
+                422,
+                detail=f"{what} needs an LLM endpoint: give llm_base_url, or configure "
+                "ASTRA_SYNTH_LLM_BASE_URL",
+            )
+
     @router.post(
         "/environments",
         status_code=201,
@@ -71,13 +99,8 @@ def jobs_router(
                 413, detail=f"qa_jsonl holds {body.qa_size()} bytes; the limit is {MAX_QA_BYTES}"
             )
         source = body.resolved_source()
-        if source != "procedural" and not (body.llm_base_url or settings.llm_base_url):
-            raise HTTPException(
-                422,
-                detail=f"source {source!r} needs an LLM endpoint: give llm_base_url, or "
-                "configure ASTRA_SYNTH_LLM_BASE_URL (the procedural source needs none)",
-            )
         if source != "procedural":
+            needs_llm(body.llm_base_url, f"source {source!r}")
             check_pipeline_settings(body.pipeline)
         params = body.model_dump(mode="json", exclude_none=True) | {"source": source}
         return await submit(JobKind.ENVIRONMENTS, params, ENVIRONMENT_JOB_TASK)
@@ -91,6 +114,43 @@ def jobs_router(
     async def start_dataset_job(body: DatasetJobRequest) -> SynthesisJob:
         return await submit(
             JobKind.TRAJECTORIES, body.model_dump(mode="json", exclude_none=True), DATASET_JOB_TASK
+        )
+
+    @router.post(
+        "/tasks",
+        status_code=201,
+        dependencies=[Depends(auth)],
+        summary="Start a tasks job (tool-call graph, chains, tasks for a toolset)",
+    )
+    async def start_task_job(body: TaskJobRequest) -> SynthesisJob:
+        known_toolset(body.toolset_id)
+        needs_llm(body.llm_base_url, "task synthesis")
+        return await submit(
+            JobKind.TASKS, body.model_dump(mode="json", exclude_none=True), TASK_JOB_TASK
+        )
+
+    @router.post(
+        "/trajectories",
+        status_code=201,
+        dependencies=[Depends(auth)],
+        summary="Start a trajectory job (tasks -> teacher -> judge -> SFT dataset)",
+    )
+    async def start_trajectory_job(body: TrajectoryJobRequest) -> SynthesisJob:
+        known_toolset(body.toolset_id)
+        needs_llm(body.llm_base_url, "the task pipeline, the tool emulator and the judge")
+        if body.tasks == "stored":
+            try:
+                TrajectoryStore(settings.data_dir).load_tasks(body.toolset_id)
+            except KeyError:
+                raise HTTPException(
+                    409,
+                    detail=f"toolset {body.toolset_id!r} has no stored tasks: run a tasks job "
+                    "first (POST /v1/jobs/tasks), or ask for tasks: synthesize",
+                ) from None
+        return await submit(
+            JobKind.TRAJECTORIES,
+            body.model_dump(mode="json", exclude_none=True),
+            TRAJECTORY_JOB_TASK,
         )
 
     async def submit(kind: JobKind, params: dict[str, Any], task: str) -> SynthesisJob:

@@ -4,14 +4,12 @@ against the job's OpenAI-compatible endpoint, with a response cache under the da
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_synth.jobs.requests import EnvironmentJobRequest
-from astra_synth.llm import LLMCache, OpenAIChatModel
+from astra_synth.llm_endpoint import chat_model
 from astra_synth.llm_pipeline import (
     Accepted,
     KnowledgeItem,
@@ -48,18 +46,8 @@ async def llm_environments(
         items = [KnowledgeItem(text=text) for text in request.knowledge or []]
     items = items[: request.count]
     await context.progress.flush(force=True)
-    base_url = request.llm_base_url or settings.llm_base_url
     model = request.llm_model or settings.llm_model
-    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    cache = LLMCache(Path(settings.data_dir) / "llm-cache")
-    async with OpenAIChatModel(
-        base_url,
-        model,
-        api_key or os.environ.get("OPENAI_API_KEY"),
-        timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
-        cache=cache,
-    ) as llm:
+    async with chat_model(settings, request.llm_base_url, request.llm_model) as llm:
         async for outcome in synthesize(
             items,
             llm=llm,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import ScenarioType
+from astra_synth.trajectories.settings import TrajectorySettings
 
 MAX_QA_BYTES = 5_000_000
 """Largest QA JSONL document a job accepts (bigger bodies are refused with 413)."""
@@ -14,6 +15,7 @@ MAX_QA_BYTES = 5_000_000
 MAX_KNOWLEDGE_TEXTS = 10_000
 MAX_KNOWLEDGE_CHARS = 50_000
 MAX_COUNT = 100_000
+MAX_TEACHER_TASKS = 10_000
 
 Source = Literal["procedural", "qa", "knowledge"]
 
@@ -98,3 +100,63 @@ class DatasetJobRequest(BaseModel):
     job_id: str | None = Field(default=None, max_length=255, description="Environments of a job.")
     limit: int = Field(default=1_000, ge=1, le=MAX_COUNT)
     concurrency: int = Field(default=4, ge=1, le=64)
+
+
+class TaskJobRequest(BaseModel):
+    """Synthesize tasks for a registered toolset (METHOD.md A2-A3): tool-call graph, chains and
+    their checks, chain-conditioned and server-only tasks, augmentation and grading, with the
+    LLM endpoint given here or configured. The tasks are stored with the toolset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    toolset_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    settings: TrajectorySettings = Field(default_factory=TrajectorySettings)
+    llm_base_url: str | None = Field(default=None, max_length=2_000)
+    llm_model: str | None = Field(default=None, max_length=256)
+
+
+class TeacherEndpoint(BaseModel):
+    """The teacher model: any OpenAI-compatible endpoint (its key is a rollout setting,
+    ``ASTRA_ROLLOUT_TEACHER_API_KEY``, never part of a request)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(pattern=r"^https?://", max_length=2_000)
+    model: str = Field(min_length=1, max_length=256)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=1024, ge=1, le=32_768)
+    token_ids: bool = Field(default=False, description="Ask for token ids (vLLM teachers).")
+
+
+class TrajectoryJobRequest(BaseModel):
+    """Build an SFT dataset from a toolset with a teacher model (METHOD.md A4-A5).
+
+    Tasks are synthesized first (``tasks: synthesize``) or taken from the toolset's stored
+    task batch (``tasks: stored``, written by a tasks job). The teacher plays each task
+    through the rollout service against the real tools over MCP, and through the synth tool
+    emulator for servers known only by their documents. Trajectories that end with a final
+    answer go to the seven-part judge; those scoring at least ``judge_cutoff`` are exported.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    toolset_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    teacher: TeacherEndpoint
+    tasks: Literal["synthesize", "stored"] = "synthesize"
+    task_settings: TrajectorySettings = Field(default_factory=TrajectorySettings)
+    max_tasks: int = Field(default=1_000, ge=1, le=MAX_TEACHER_TASKS)
+    name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="Default: the job id."
+    )
+    llm_base_url: str | None = Field(
+        default=None, max_length=2_000, description="LLM of tasks, emulator and judge."
+    )
+    llm_model: str | None = Field(default=None, max_length=256)
+    emulator_failure_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    max_llm_calls: int = Field(default=20, ge=1, le=1024, description="Teacher calls per task.")
+    time_limit_s: float = Field(default=240.0, gt=0, le=86_400, description="Per trajectory.")
+    token_budget: int = Field(default=16_384, ge=1)
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    judge_cutoff: float = Field(default=0.75, ge=0.0, le=1.0)
+    concurrency: int = Field(default=8, ge=1, le=256, description="Trajectories in flight.")
+    seed: int = Field(default=0, ge=0, description="Seeds the emulator's injected failures.")

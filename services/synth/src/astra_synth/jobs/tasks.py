@@ -10,6 +10,8 @@ from astra_synth.settings import SynthSettings
 
 ENVIRONMENT_JOB_TASK = "astra.synth.environment_job"
 DATASET_JOB_TASK = "astra.synth.dataset_job"
+TASK_JOB_TASK = "astra.synth.task_job"
+TRAJECTORY_JOB_TASK = "astra.synth.trajectory_job"
 
 
 def register_job_tasks(app: Celery, settings: SynthSettings) -> None:
@@ -28,3 +30,17 @@ def register_job_tasks(app: Celery, settings: SynthSettings) -> None:
         from astra_synth.jobs.dataset_job import run_dataset_job
 
         return asyncio.run(run_dataset_job(job_id, settings)).value
+
+    @app.task(name=TASK_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+    def task_job(job_id: str) -> str:
+        """Run tasks job ``job_id`` to a terminal state; returns the state."""
+        from astra_synth.jobs.trajectory_job import run_task_job
+
+        return asyncio.run(run_task_job(job_id, settings)).value
+
+    @app.task(name=TRAJECTORY_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+    def trajectory_job(job_id: str) -> str:
+        """Run teacher-trajectory job ``job_id`` to a terminal state; returns the state."""
+        from astra_synth.jobs.trajectory_job import run_trajectory_job
+
+        return asyncio.run(run_trajectory_job(job_id, settings)).value

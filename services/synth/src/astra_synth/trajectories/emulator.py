@@ -60,23 +60,28 @@ def should_fail(
 
 @dataclass
 class ToolEmulator:
-    """Emulates the tools of ``server`` with ``llm``; one instance per trajectory."""
+    """Emulates the tools of ``server`` with ``llm``; one instance per trajectory, or one per
+    call given the trajectory's recent ``history`` and ``earlier_calls``, the calls made before
+    that history (so call positions, and the failures drawn from them, stay the same)."""
 
     llm: ChatModel
     server: ToolServer
     failure_rate: float = 0.2
     seed: int = 0
     history: list[EmulatedCall] = field(default_factory=list)
+    earlier_calls: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.failure_rate <= 1.0:
             raise ValueError("failure_rate must be within [0, 1]")
+        if self.earlier_calls < 0:
+            raise ValueError("earlier_calls must be >= 0")
         self._asker = Asker(self.llm, temperature=0.3)
 
     async def call(self, tool_name: str, arguments: dict[str, Any]) -> EmulatedCall:
         """Emulate one call and remember it. ``LLMError`` and ``Unparseable`` propagate: the
         trajectory being played cannot go on without a tool result."""
-        index = len(self.history)
+        index = self.earlier_calls + len(self.history)
         try:
             tool = self.server.tool(tool_name)
         except KeyError:

@@ -9,6 +9,7 @@ errors or answers out of range REJECTS the sample (the published scripts scored 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -116,9 +117,14 @@ class Judge:
             notes=reply.notes,
         )
 
-    async def judge_batch(self, trajectories: list[Trajectory]) -> JudgeReport:
+    async def judge_batch(
+        self,
+        trajectories: list[Trajectory],
+        progress: Callable[[JudgeReport], None] | None = None,
+    ) -> JudgeReport:
         """Grade every trajectory; keep those at or above the cutoff. A judge failure rejects
-        the sample ('judge_error'); ``LLMUnavailable`` propagates."""
+        the sample ('judge_error'); ``LLMUnavailable`` propagates. ``progress`` sees the
+        report after each trajectory."""
         report = JudgeReport(cutoff=self.cutoff)
         rejected: Counter[str] = Counter()
         for trajectory in trajectories:
@@ -128,12 +134,15 @@ class Judge:
                 raise
             except (Unparseable, LLMError, ValueError):
                 rejected["judge_error"] += 1
-                continue
-            report.samples.append(sample)
-            if sample.score >= self.cutoff:
-                report.kept.append(trajectory.id)
             else:
-                rejected["below_cutoff"] += 1
+                report.samples.append(sample)
+                if sample.score >= self.cutoff:
+                    report.kept.append(trajectory.id)
+                else:
+                    rejected["below_cutoff"] += 1
+            if progress is not None:
+                report.rejected = dict(rejected)
+                progress(report)
         report.rejected = dict(rejected)
         report.dimensions = dimension_stats(report.samples)
         return report

@@ -1,0 +1,297 @@
+"""Tasks jobs and teacher-trajectory jobs (METHOD.md part A, with an LLM).
+
+A tasks job runs the chain/task pipeline over a registered toolset and stores the tasks with
+it. A trajectory job chains tasks -> teacher -> judge -> export: it synthesizes tasks (or takes
+the stored ones), has the rollout service play them with the teacher model (real tools over
+MCP, the synth emulator for document-only servers), grades the trajectories that ended with a
+final answer with the seven-part judge, and exports those at or above the cutoff as an SFT
+dataset under the data directory.
+
+A re-delivered job (worker lost) starts again: tasks and judge requests hit the LLM response
+cache, the teacher plays again, and the dataset is rewritten whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from astra_proto import JobState, StageProgress, Trajectory
+from astra_synth.jobs.lifecycle import RunningJob, run_job
+from astra_synth.jobs.progress import JobCancelled
+from astra_synth.jobs.requests import TaskJobRequest, TrajectoryJobRequest
+from astra_synth.llm_endpoint import chat_model
+from astra_synth.settings import SynthSettings
+from astra_synth.trajectories.export import export_dataset
+from astra_synth.trajectories.judge import Judge, JudgeReport
+from astra_synth.trajectories.models import SynthTask, TaskSynthesis, Toolset
+from astra_synth.trajectories.store import TrajectoryStore
+from astra_synth.trajectories.tasks import synthesize_tasks
+
+TASK_STAGES = ["graph", "chains", "tasks"]
+TRAJECTORY_STAGES = [*TASK_STAGES, "trajectories", "judged", "exported"]
+PAGE = 200
+ROLLOUT_TIMEOUT = httpx.Timeout(60.0)
+
+
+class RolloutError(Exception):
+    """The rollout service refused or lost the teacher run."""
+
+
+async def run_task_job(job_id: str, settings: SynthSettings) -> JobState:
+    """Run tasks job ``job_id`` to a terminal state and return it."""
+    return await run_job(job_id, settings, TASK_STAGES, _tasks_job)
+
+
+async def run_trajectory_job(job_id: str, settings: SynthSettings) -> JobState:
+    """Run trajectory job ``job_id`` to a terminal state and return it."""
+    return await run_job(job_id, settings, TRAJECTORY_STAGES, _trajectory_job)
+
+
+def _load_toolset(store: TrajectoryStore, toolset_id: str) -> Toolset:
+    try:
+        return store.load_toolset(toolset_id)
+    except KeyError:
+        hint = "register it with POST /v1/toolsets"
+        raise ValueError(f"no toolset {toolset_id!r} ({hint})") from None
+
+
+async def _synthesize(
+    job: RunningJob, toolset: Toolset, request: TaskJobRequest | TrajectoryJobRequest
+) -> TaskSynthesis:
+    """The chain/task pipeline over ``toolset``, stored with it; LLM usage in the result."""
+    settings = request.settings if isinstance(request, TaskJobRequest) else request.task_settings
+    async with chat_model(job.settings, request.llm_base_url, request.llm_model) as llm:
+        result = await job.watch(
+            synthesize_tasks(toolset, llm=llm, settings=settings, progress=job.report)
+        )
+        job.progress.notes["task_llm_usage"] = dataclasses.asdict(llm.usage)
+    TrajectoryStore(job.settings.data_dir).save_tasks(result)
+    job.progress.notes["tasks"] = {
+        "tasks": len(result.tasks),
+        "chains_sampled": result.chains_sampled,
+        "chains_kept": len(result.chains_kept),
+        "rejected": result.rejected,
+        "by_origin": dict(Counter(t.origin.split(":")[0] for t in result.tasks)),
+    }
+    return result
+
+
+async def _tasks_job(job: RunningJob) -> None:
+    request = TaskJobRequest.model_validate(job.job.params)
+    toolset = _load_toolset(TrajectoryStore(job.settings.data_dir), request.toolset_id)
+    await _synthesize(job, toolset, request)
+
+
+async def _trajectory_job(job: RunningJob) -> None:
+    request = TrajectoryJobRequest.model_validate(job.job.params)
+    store = TrajectoryStore(job.settings.data_dir)
+    toolset = _load_toolset(store, request.toolset_id)
+    if request.tasks == "stored":
+        try:
+            tasks = store.load_tasks(request.toolset_id).tasks
+        except KeyError:
+            raise ValueError(
+                f"toolset {request.toolset_id!r} has no stored tasks (run a tasks job first, "
+                "or ask for tasks: synthesize)"
+            ) from None
+        job.progress.stages["tasks"] = StageProgress(
+            stage="tasks", done=len(tasks), total=len(tasks)
+        )
+    else:
+        tasks = (await _synthesize(job, toolset, request)).tasks
+    tasks = tasks[: request.max_tasks]
+    if not tasks:
+        raise ValueError("no task to play: the task pipeline kept none")
+
+    trajectories = await _play(job, request, toolset, tasks)
+
+    finished = [t for t in trajectories if t.finish_reason.value == "final_answer"]
+    for trajectory in trajectories:
+        if trajectory.finish_reason.value != "final_answer":
+            job.progress.reject("trajectories", f"finish:{trajectory.finish_reason.value}")
+    job.progress.set_total("judged", len(finished))
+    async with chat_model(job.settings, request.llm_base_url, request.llm_model) as llm:
+        judge = Judge(
+            llm, cutoff=request.judge_cutoff, temperature=request.task_settings.judge_temperature
+        )
+
+        def judged(report: JudgeReport) -> None:
+            stage = job.progress.stages["judged"]
+            stage.done = len(report.kept)
+            stage.rejected = dict(report.rejected)
+
+        report = await job.watch(judge.judge_batch(finished, progress=judged))
+        job.progress.notes["judge_llm_usage"] = dataclasses.asdict(llm.usage)
+    judged(report)
+    job.progress.notes["judge"] = {
+        "cutoff": report.cutoff,
+        "graded": len(report.samples),
+        "kept": len(report.kept),
+        "rejected": report.rejected,
+        "dimensions": {k: v.model_dump() for k, v in report.dimensions.items()},
+    }
+    await job.progress.flush(force=True)
+
+    scores = {s.trajectory_id: s for s in report.samples}
+    by_id = {t.id: t for t in finished}
+    kept = [
+        by_id[i].model_copy(
+            update={
+                "metadata": by_id[i].metadata
+                | {
+                    "quality_score": scores[i].score,
+                    "grades": scores[i].grades,
+                    "domain": by_id[i].metadata.get("server", ""),
+                }
+            }
+        )
+        for i in report.kept
+    ]
+    if not kept:
+        raise ValueError(
+            f"no trajectory passed: {len(trajectories)} played, {len(finished)} finished, "
+            f"judge rejections {report.rejected}"
+        )
+    name = request.name or job.job.id
+    manifest = export_dataset(
+        kept,
+        store.dataset_dir(name),
+        name=name,
+        rejected=job.progress.rejected(),
+        metadata={
+            "job_id": job.job.id,
+            "toolset_id": request.toolset_id,
+            "teacher": request.teacher.model,
+            "judge_cutoff": request.judge_cutoff,
+            "judge_dimensions": job.progress.notes["judge"]["dimensions"],
+        },
+    )
+    job.progress.advance("exported", len(kept))
+    job.progress.notes["dataset"] = manifest.model_dump(mode="json")
+
+
+def teacher_run_body(
+    request: TrajectoryJobRequest, toolset: Toolset, tasks: list[SynthTask], label: str
+) -> dict[str, Any]:
+    """The rollout service's teacher-run request for ``tasks`` on ``toolset``'s servers."""
+    used = {task.server for task in tasks}
+    servers = [
+        {
+            "name": server.name,
+            "description": server.description,
+            "url": server.url,
+            "tools": [tool.model_dump(mode="json") for tool in server.tools],
+        }
+        for server in toolset.servers
+        if server.name in used
+    ]
+    return {
+        "tasks": [{"id": t.id, "question": t.question, "server": t.server} for t in tasks],
+        "servers": servers,
+        "policy": {"base_url": request.teacher.base_url, "model": request.teacher.model},
+        "sampling": {
+            "temperature": request.teacher.temperature,
+            "max_tokens": request.teacher.max_tokens,
+        },
+        "limits": {
+            "max_turns": request.max_llm_calls,
+            "timeout_s": request.time_limit_s,
+            "token_budget": request.token_budget,
+        },
+        "emulator": {
+            "failure_rate": request.emulator_failure_rate,
+            "seed": request.seed,
+            "llm_base_url": request.llm_base_url,
+            "llm_model": request.llm_model,
+        },
+        "system_prompt": request.system_prompt,
+        "token_ids": request.teacher.token_ids,
+        "concurrency": request.concurrency,
+        "label": label,
+    }
+
+
+async def _play(
+    job: RunningJob, request: TrajectoryJobRequest, toolset: Toolset, tasks: list[SynthTask]
+) -> list[Trajectory]:
+    """Have the rollout service play ``tasks`` with the teacher; the finished trajectories."""
+    settings = job.settings
+    token = settings.rollout_token.get_secret_value() if settings.rollout_token else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    stage = job.progress.stages["trajectories"]
+    stage.total = len(tasks)
+    async with httpx.AsyncClient(
+        base_url=settings.rollout_url, headers=headers, timeout=ROLLOUT_TIMEOUT
+    ) as http:
+        body = teacher_run_body(request, toolset, tasks, label=job.job.id)
+        response = await _call(http, "POST", "/v1/teacher-runs", json=body)
+        if response.status_code != 201:
+            raise RolloutError(_refusal("starting the teacher run", response))
+        run_id = response.json()["id"]
+        job.progress.notes["teacher_run"] = run_id
+        try:
+            while True:
+                response = await _call(http, "GET", f"/v1/teacher-runs/{run_id}")
+                if response.status_code != 200:
+                    raise RolloutError(_refusal(f"reading teacher run {run_id}", response))
+                status = response.json()
+                stage.done = status["done"] - status["failed"]
+                stage.rejected = {"failed": status["failed"]} if status["failed"] else {}
+                job.progress.notes["teacher"] = {
+                    key: status[key]
+                    for key in (
+                        "done",
+                        "failed",
+                        "finish_reasons",
+                        "tool_calls",
+                        "emulated_calls",
+                        "injected_failures",
+                        "recent_failures",
+                    )
+                }
+                await job.progress.flush()
+                if status["state"] in ("succeeded", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(job.progress.interval_s)
+        except (JobCancelled, asyncio.CancelledError):
+            with contextlib.suppress(RolloutError):
+                await _call(http, "POST", f"/v1/teacher-runs/{run_id}/cancel")
+            raise
+        if status["state"] != "succeeded":
+            raise RolloutError(f"teacher run {run_id} ended {status['state']}: {status['error']}")
+        trajectories: list[Trajectory] = []
+        offset: int | None = 0
+        while offset is not None:
+            response = await _call(
+                http,
+                "GET",
+                f"/v1/teacher-runs/{run_id}/trajectories",
+                params={"offset": offset, "limit": PAGE},
+            )
+            if response.status_code != 200:
+                raise RolloutError(_refusal(f"reading teacher run {run_id}", response))
+            page = response.json()
+            trajectories += [Trajectory.model_validate(t) for t in page["items"]]
+            offset = page["next_offset"]
+        return trajectories
+
+
+async def _call(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return await http.request(method, url, **kwargs)
+    except httpx.TransportError as exc:
+        raise RolloutError(f"the rollout service at {http.base_url} is unreachable: {exc}") from exc
+
+
+def _refusal(action: str, response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return f"rollout refused {action} (HTTP {response.status_code}): {str(detail)[:1000]}"
