@@ -1,9 +1,11 @@
-"""``astra synth``: environment-synthesis jobs from the command line."""
+"""``astra synth``: synthesis jobs from the command line (environments, toolsets, tasks,
+teacher trajectories)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,16 +71,35 @@ def run_job(
         "knowledge": [path.read_text() for path in knowledge] if knowledge else None,
     }  # fmt: skip
     body |= {key: value for key, value in optional.items() if value is not None}
+    start_job(
+        "/v1/jobs/environments", body, wait=wait, synth_url=synth_url, token=token,
+        state_dir=state_dir, summary=_print_summary,
+    )  # fmt: skip
+
+
+def start_job(
+    path: str,
+    body: dict[str, Any],
+    *,
+    wait: bool,
+    synth_url: str | None,
+    token: str | None,
+    state_dir: Path,
+    summary: Callable[[dict[str, Any]], None],
+) -> None:
+    """POST a job, follow it with progress bars when ``wait``, print ``summary`` of the ended
+    job; exit 1 with the reason when it is refused or does not succeed."""
     try:
         with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
-            job = client.post("/v1/jobs/environments", body).json()
-            console.print(f"job {job['id']} started ({job['params']['source']})")
+            job = client.post(path, body).json()
+            source = job["params"].get("source")
+            console.print(f"job {job['id']} started" + (f" ({source})" if source else ""))
             if wait:
                 job = follow(client, job["id"])
     except ApiError as exc:
         raise _fail(str(exc)) from None
     if wait:
-        _print_summary(job)
+        summary(job)
         if job["state"] != "succeeded":
             raise _fail(f"job {job['id']} {job['state']}: {job.get('error') or ''}".strip())
 
@@ -210,3 +231,121 @@ def job_stats(
             console.print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     if stats.get("rejected"):
         console.print("rejected: " + ", ".join(f"{k}={v}" for k, v in stats["rejected"].items()))
+
+
+@synth_app.command("toolset")
+def register_toolset(
+    toolset_id: Annotated[str, typer.Argument(help="Id of the new toolset.")],
+    mcp: Annotated[
+        list[str] | None, typer.Option("--mcp", help="MCP server URL (repeatable).")
+    ] = None,
+    openapi: Annotated[
+        list[Path] | None, typer.Option("--openapi", help="OpenAPI document, JSON (repeatable).")
+    ] = None,
+    json_tools: Annotated[
+        list[Path] | None,
+        typer.Option("--json-tools", help="JSON tool list; the file name names it (repeatable)."),
+    ] = None,
+    min_tools: Annotated[int, typer.Option(help="Servers with fewer tools are dropped.")] = 3,
+    synth_url: SynthUrl = None,
+    token: Token = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """Register a toolset from MCP servers, OpenAPI documents and JSON tool lists."""
+    try:
+        body: dict[str, Any] = {
+            "id": toolset_id,
+            "mcp": [{"url": url} for url in mcp or []],
+            "openapi": [{"document": json.loads(p.read_text())} for p in openapi or []],
+            "json_tools": [
+                {"name": p.stem, "tools": json.loads(p.read_text())} for p in json_tools or []
+            ],
+            "settings": {"min_tools_per_server": min_tools},
+        }
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read a tool document: {exc}") from None
+    try:
+        with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
+            toolset = client.post("/v1/toolsets", body).json()
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"toolset {toolset['id']}")
+    for column in ("server", "source", "tools"):
+        table.add_column(column)
+    for server in toolset["servers"]:
+        table.add_row(server["name"], server["source"], str(len(server["tools"])))
+    console.print(table)
+    for rejection in toolset["rejected"]:
+        console.print(f"dropped {rejection['subject']}: {rejection['reason']}", highlight=False)
+
+
+@synth_app.command("tasks")
+def task_job(
+    toolset_id: Annotated[str, typer.Argument(help="A registered toolset.")],
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name at that endpoint.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    synth_url: SynthUrl = None,
+    token: Token = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """Synthesize tasks for a toolset (graph, chains, tasks) and store them with it."""
+    body = {"toolset_id": toolset_id, "llm_base_url": llm_base_url, "llm_model": llm_model}
+
+    def summary(job: dict[str, Any]) -> None:
+        tasks = (job.get("result") or {}).get("tasks") or {}
+        console.print(f"job {job['id']}: {job['state']}; {tasks.get('tasks', 0)} tasks kept")
+
+    start_job(
+        "/v1/jobs/tasks", {k: v for k, v in body.items() if v is not None}, wait=wait,
+        synth_url=synth_url, token=token, state_dir=state_dir, summary=summary,
+    )  # fmt: skip
+
+
+@synth_app.command("trajectories")
+def trajectory_job(
+    toolset_id: Annotated[str, typer.Argument(help="A registered toolset.")],
+    teacher_url: Annotated[str, typer.Option(help="Teacher's OpenAI-compatible endpoint.")],
+    teacher_model: Annotated[str, typer.Option(help="Teacher model name.")],
+    stored_tasks: Annotated[
+        bool, typer.Option(help="Play the toolset's stored tasks instead of synthesizing.")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the job id).")] = None,
+    max_tasks: Annotated[int, typer.Option(help="Play at most this many tasks.")] = 1000,
+    judge_cutoff: Annotated[float, typer.Option(help="Keep samples scoring at least.")] = 0.75,
+    failure_rate: Annotated[float, typer.Option(help="Emulated calls failed on purpose.")] = 0.2,
+    llm_base_url: Annotated[
+        str | None, typer.Option(help="LLM of tasks, emulator and judge.")
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name at that endpoint.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    synth_url: SynthUrl = None,
+    token: Token = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """Tasks -> teacher trajectories (real tools over MCP, emulated document-only tools) ->
+    seven-part judge -> SFT dataset."""
+    body: dict[str, Any] = {
+        "toolset_id": toolset_id,
+        "teacher": {"base_url": teacher_url, "model": teacher_model},
+        "tasks": "stored" if stored_tasks else "synthesize",
+        "name": name, "max_tasks": max_tasks, "judge_cutoff": judge_cutoff,
+        "emulator_failure_rate": failure_rate,
+        "llm_base_url": llm_base_url, "llm_model": llm_model,
+    }  # fmt: skip
+
+    def summary(job: dict[str, Any]) -> None:
+        result = job.get("result") or {}
+        dataset = result.get("dataset")
+        teacher = result.get("teacher") or {}
+        console.print(
+            f"job {job['id']}: {job['state']}; {teacher.get('done', 0)} played, "
+            f"{(result.get('judge') or {}).get('kept', 0)} kept by the judge"
+            + (f"; dataset {dataset['name']} at {dataset['path']}" if dataset else ""),
+            highlight=False,
+        )
+
+    start_job(
+        "/v1/jobs/trajectories", {k: v for k, v in body.items() if v is not None}, wait=wait,
+        synth_url=synth_url, token=token, state_dir=state_dir, summary=summary,
+    )  # fmt: skip

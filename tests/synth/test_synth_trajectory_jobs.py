@@ -6,6 +6,7 @@ downloaded. The synth LLM is the scripted chat double behind a fake OpenAI endpo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from rollout_stub_policy import ScriptedPolicy, stub_app
 from scripted_chat import ScriptedChat
 from scripted_llm import fake_openai
 from synth_support import private_redis, stage, synth_stack, wait_for_job
+from typer.testing import CliRunner, Result
 
+from astra.cli_synth import synth_app
 from astra.redis_server import free_port
 from astra_envhost.sandbox import find_bwrap
 from astra_rollout.app import create_app as create_rollout_app
@@ -33,7 +36,7 @@ CHAIN = ["get_city_id", "get_forecast"]
 
 
 def user_text(payload: dict[str, Any]) -> str:
-    return next(m["content"] for m in payload["messages"] if m["role"] == "user")
+    return str(next(m["content"] for m in payload["messages"] if m["role"] == "user"))
 
 
 def judge(payload: dict[str, Any]) -> str | dict[str, Any]:
@@ -111,14 +114,15 @@ async def test_tasks_then_teacher_trajectories_judged_and_exported(
     ):
         http = s.http
         settings = {"min_tools_per_server": 2, "augmentations": ["diverse"]}
-        toolset = {
+        docs_tools = [t.to_openai() for t in WEATHER.tool_specs()]
+        toolset: dict[str, Any] = {
             "id": "wx",
             "mcp": [{"url": f"{envhost_url}/envs/{WEATHER.id}/mcp", "name": "weather"}],
             "json_tools": [
                 {
                     "name": "weather-docs",
                     "description": "City ids and forecasts, known by their documents only.",
-                    "tools": [t.to_openai() for t in WEATHER.tool_specs()],
+                    "tools": docs_tools,
                 }
             ],
             "settings": settings,
@@ -136,6 +140,20 @@ async def test_tasks_then_teacher_trajectories_judged_and_exported(
         assert unknown.status_code == 404
         no_teacher = await http.post("/v1/jobs/trajectories", json={"toolset_id": "wx"})
         assert no_teacher.status_code == 422
+
+        async def cli(*args: str) -> Result:  # the CLI blocks: it runs beside the servers
+            return await asyncio.to_thread(
+                CliRunner().invoke, synth_app, [*args, "--synth-url", s.url]
+            )
+
+        docs = tmp_path / "docs-weather.json"
+        docs.write_text(json.dumps(docs_tools))
+        registered = await cli("toolset", "docs", "--json-tools", str(docs), "--min-tools", "2")
+        assert registered.exit_code == 0, registered.output
+        assert "docs-weather" in registered.output
+        missing = await cli("tasks", "nope")
+        assert missing.exit_code == 1
+        assert "no toolset 'nope'" in missing.output
 
         s.workers.start()
         response = await http.post(
