@@ -8,14 +8,14 @@ registration is keyed by content hash, and progress is rebuilt from zero.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from astra_common.db import Database, ImmutableError
+from astra_common.db import Database
 from astra_proto import EnvironmentSpec, JobState, Provenance, SynthesisJob
 from astra_synth.jobs.executor import EnvironmentExecutor
-from astra_synth.jobs.progress import JobCancelled, JobProgress
+from astra_synth.jobs.lifecycle import RunningJob, run_job
+from astra_synth.jobs.progress import JobProgress
 from astra_synth.jobs.requests import EnvironmentJobRequest
 from astra_synth.procedural import (
     attach_certificate,
@@ -24,8 +24,6 @@ from astra_synth.procedural import (
     reference_calls,
 )
 from astra_synth.settings import SynthSettings
-
-log = logging.getLogger(__name__)
 
 PROCEDURAL_STAGES = ["generated", "verified", "registered"]
 LLM_STAGES = ["decomposed", "passed_quality", "tools_verified", "merged", "registered"]
@@ -53,59 +51,26 @@ async def run_environment_job(
 ) -> JobState:
     """Run the job to a terminal state and return it; a job that is already terminal (done,
     or cancelled before a worker picked it up) is left as it is."""
-    database = Database(settings.database_url)
-    try:
-        async with database.transaction() as repos:
-            job = await repos.jobs.get(job_id)
-        if job.state.terminal:
-            return job.state
-        request = EnvironmentJobRequest.model_validate(job.params)
-        source = request.resolved_source()
-        stages = PROCEDURAL_STAGES if source == "procedural" else LLM_STAGES
-        progress = JobProgress(database, job_id, stages)
-        try:
-            async with database.transaction() as repos:
-                await repos.jobs.update(
-                    job_id, state=JobState.RUNNING, progress=progress.snapshot()
-                )
-        except ImmutableError:  # cancelled in the meantime
-            return (await _reload(database, job_id)).state
-        factory = executor_factory or EnvironmentExecutor.from_settings
+    factory = executor_factory or EnvironmentExecutor.from_settings
+
+    def stages(job: SynthesisJob) -> list[str]:
+        source = EnvironmentJobRequest.model_validate(job.params).resolved_source()
+        return PROCEDURAL_STAGES if source == "procedural" else LLM_STAGES
+
+    async def body(job: RunningJob) -> None:
+        request = EnvironmentJobRequest.model_validate(job.job.params)
         async with factory(settings) as executor:
-            context = JobContext(job_id, database, settings, executor, progress)
-            return await _run(context, request, source)
-    finally:
-        await database.dispose()
+            context = JobContext(job_id, job.database, settings, executor, job.progress)
+            if request.resolved_source() == "procedural":
+                job.progress.set_total("generated", request.count)
+                specs = _procedural(request, job_id)
+            else:
+                from astra_synth.jobs.llm_source import llm_environments  # the heavier path
 
+                specs = llm_environments(request, context)
+            await _verify_and_register(context, specs, request.concurrency)
 
-async def _run(context: JobContext, request: EnvironmentJobRequest, source: str) -> JobState:
-    progress = context.progress
-    try:
-        if source == "procedural":
-            progress.set_total("generated", request.count)
-            specs = _procedural(request, context.job_id)
-        else:
-            from astra_synth.jobs.llm_source import llm_environments  # the LLM path is heavier
-
-            specs = llm_environments(request, context)
-        await _verify_and_register(context, specs, request.concurrency)
-        await progress.flush(force=True)
-        async with context.database.transaction() as repos:
-            await repos.jobs.update(context.job_id, state=JobState.SUCCEEDED)
-        return JobState.SUCCEEDED
-    except JobCancelled:
-        log.info("job %s was cancelled; stopped", context.job_id)
-        return (await _reload(context.database, context.job_id)).state
-    except Exception as exc:
-        log.exception("job %s failed", context.job_id)
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        try:
-            await progress.flush(force=True)
-            async with context.database.transaction() as repos:
-                await repos.jobs.update(context.job_id, state=JobState.FAILED, error=reason)
-        except JobCancelled:
-            pass
-        return (await _reload(context.database, context.job_id)).state
+    return await run_job(job_id, settings, stages, body, yield_stats=True)
 
 
 async def _procedural(
@@ -178,8 +143,3 @@ async def _verify_and_register(
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def _reload(database: Database, job_id: str) -> SynthesisJob:
-    async with database.transaction() as repos:
-        return await repos.jobs.get(job_id)

@@ -50,25 +50,30 @@ class RunningJob:
 async def run_job(
     job_id: str,
     settings: SynthSettings,
-    stages: list[str],
+    stages: list[str] | Callable[[SynthesisJob], list[str]],
     body: Callable[[RunningJob], Awaitable[None]],
+    *,
+    yield_stats: bool = False,
 ) -> JobState:
     """Run job ``job_id`` to a terminal state and return it; a job that is already terminal
-    (done, or cancelled before a worker picked it up) is left as it is."""
+    (done, or cancelled before a worker picked it up) is left as it is. ``stages`` are the
+    progress stages (or a function of the job giving them); ``yield_stats``: the result holds
+    the registry yield statistics (environment jobs)."""
     database = Database(settings.database_url)
     try:
         async with database.transaction() as repos:
             job = await repos.jobs.get(job_id)
         if job.state.terminal:
             return job.state
-        progress = JobProgress(database, job_id, stages, yield_stats=False)
+        names = stages(job) if callable(stages) else stages
+        progress = JobProgress(database, job_id, names, yield_stats=yield_stats)
         try:
             async with database.transaction() as repos:
                 await repos.jobs.update(
                     job_id, state=JobState.RUNNING, progress=progress.snapshot()
                 )
-        except ImmutableError:
-            return job.state
+        except ImmutableError:  # cancelled in the meantime
+            return await _state(database, job_id)
         try:
             await body(RunningJob(job, database, settings, progress))
             await progress.flush(force=True)
@@ -76,18 +81,22 @@ async def run_job(
                 await repos.jobs.update(job_id, state=JobState.SUCCEEDED)
             return JobState.SUCCEEDED
         except JobCancelled:
-            return JobState.CANCELLED
+            log.info("job %s was cancelled; stopped", job_id)
+            return await _state(database, job_id)
         except Exception as exc:
             log.exception("%s job %s failed", job.kind.value, job_id)
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             try:
                 await progress.flush(force=True)
                 async with database.transaction() as repos:
-                    await repos.jobs.update(
-                        job_id, state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}"
-                    )
+                    await repos.jobs.update(job_id, state=JobState.FAILED, error=reason)
             except (JobCancelled, ImmutableError):
                 pass
-            async with database.transaction() as repos:
-                return (await repos.jobs.get(job_id)).state
+            return await _state(database, job_id)
     finally:
         await database.dispose()
+
+
+async def _state(database: Database, job_id: str) -> JobState:
+    async with database.transaction() as repos:
+        return (await repos.jobs.get(job_id)).state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 from celery import Celery
 
@@ -13,34 +14,23 @@ DATASET_JOB_TASK = "astra.synth.dataset_job"
 TASK_JOB_TASK = "astra.synth.task_job"
 TRAJECTORY_JOB_TASK = "astra.synth.trajectory_job"
 
+JOB_RUNNERS = {
+    ENVIRONMENT_JOB_TASK: ("astra_synth.jobs.environment_job", "run_environment_job"),
+    DATASET_JOB_TASK: ("astra_synth.jobs.dataset_job", "run_dataset_job"),
+    TASK_JOB_TASK: ("astra_synth.jobs.trajectory_job", "run_task_job"),
+    TRAJECTORY_JOB_TASK: ("astra_synth.jobs.trajectory_job", "run_trajectory_job"),
+}
+"""Task name -> (module, coroutine function) running one job to a terminal state. The module
+is imported when a job runs, so a worker starts without the heavier job code."""
+
 
 def register_job_tasks(app: Celery, settings: SynthSettings) -> None:
     """Attach the job tasks to ``app``; they run with ``settings``."""
+    for name, (module, function) in JOB_RUNNERS.items():
 
-    @app.task(name=ENVIRONMENT_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-    def environment_job(job_id: str) -> str:
-        """Run environment-synthesis job ``job_id`` to a terminal state; returns the state."""
-        from astra_synth.jobs.environment_job import run_environment_job
+        def run(job_id: str, module: str = module, function: str = function) -> str:
+            """Run job ``job_id`` to a terminal state; returns the state."""
+            runner = getattr(importlib.import_module(module), function)
+            return str(asyncio.run(runner(job_id, settings)).value)
 
-        return asyncio.run(run_environment_job(job_id, settings)).value
-
-    @app.task(name=DATASET_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-    def dataset_job(job_id: str) -> str:
-        """Run dataset job ``job_id`` to a terminal state; returns the state."""
-        from astra_synth.jobs.dataset_job import run_dataset_job
-
-        return asyncio.run(run_dataset_job(job_id, settings)).value
-
-    @app.task(name=TASK_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-    def task_job(job_id: str) -> str:
-        """Run tasks job ``job_id`` to a terminal state; returns the state."""
-        from astra_synth.jobs.trajectory_job import run_task_job
-
-        return asyncio.run(run_task_job(job_id, settings)).value
-
-    @app.task(name=TRAJECTORY_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-    def trajectory_job(job_id: str) -> str:
-        """Run teacher-trajectory job ``job_id`` to a terminal state; returns the state."""
-        from astra_synth.jobs.trajectory_job import run_trajectory_job
-
-        return asyncio.run(run_trajectory_job(job_id, settings)).value
+        app.task(name=name, acks_late=True, reject_on_worker_lost=True)(run)
