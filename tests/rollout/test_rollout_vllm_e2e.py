@@ -19,13 +19,15 @@ from astra_common.streams import StreamConsumer, StreamPublisher
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import TRAJECTORY_STREAM, EnvironmentSpec, StreamEnvelope, Trajectory
+from astra_rollout.agent import EpisodeLimits
 from astra_rollout.batch_models import BatchRequest, DistractorOptions, PolicyEndpoint
 from astra_rollout.batches import BatchRunner
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
-from astra_rollout.policy import SamplingParams
+from astra_rollout.policy import PolicyClient, SamplingParams
 from astra_rollout.policy_server import PolicyServer, PolicyServerSettings
 from astra_rollout.settings import RolloutSettings
+from astra_rollout.teacher import TeacherRunner, TeacherRunRequest, TeacherServer, TeacherTask
 from astra_synth.procedural import generate_environments
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -141,3 +143,44 @@ async def test_batch_against_envhost_and_vllm_lands_on_the_stream(
         assert trajectory.loss_mask is not None
         assert len(trajectory.token_ids) == len(trajectory.logprobs) == len(trajectory.loss_mask)
         assert 0 < sum(trajectory.loss_mask) < len(trajectory.loss_mask)  # prompt and policy
+
+
+async def test_teacher_run_through_real_vllm_against_mcp_tools(
+    server: PolicyServer,
+    database_url: str,
+    envhost_settings: Callable[..., EnvhostSettings],
+) -> None:
+    """The teacher path with a real model: vLLM plays a task against a real envhost
+    environment's MCP endpoint (the emulator path is covered with the real synth endpoint in
+    test_rollout_teacher.py)."""
+    spec = ENVS[2]
+    async with Database(database_url) as database, database.transaction() as repos:
+        await repos.environments.register(spec)
+    envhost = envhost_settings(tool_timeout_s=10.0)
+    async with (
+        running(create_envhost(envhost), envhost.port) as envhost_url,
+        httpx.AsyncClient(timeout=120.0) as http,
+    ):
+        runner = TeacherRunner(
+            http=http,
+            policy_factory=lambda request: PolicyClient(
+                http=http, base_url=server.base_url, model=server.served_model
+            ),
+            emulator_url="http://127.0.0.1:9",  # unused: the server has an MCP URL
+        )
+        request = TeacherRunRequest(
+            tasks=[TeacherTask(id="t0", question=spec.task, server="env")],
+            servers=[TeacherServer(name="env", url=f"{envhost_url}/envs/{spec.id}/mcp")],
+            sampling=SamplingParams(temperature=0.0, max_tokens=96),
+            limits=EpisodeLimits(max_turns=3, token_budget=4096, timeout_s=240),
+        )
+        started = await runner.start(request)
+        status = await runner.wait(started.id)
+        (trajectory,) = runner.trajectories(started.id, 0, 10).items
+    assert status.state == "succeeded", status
+    assert trajectory.failure_reason is None, trajectory.failure_reason
+    assert trajectory.model == server.served_model
+    assert {tool.name for tool in trajectory.tools} == set(spec.tool_names())
+    assert any(m.role == "assistant" for m in trajectory.messages)
+    assert trajectory.metadata["tools_emulated"] is False
+    assert trajectory.reward is None
