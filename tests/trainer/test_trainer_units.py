@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -196,3 +197,44 @@ def test_policy_token_logprobs_match_the_full_logits_on_policy_positions() -> No
     assert (fast[mask == 0] == 0).all()
     fast[mask == 1].sum().backward()  # type: ignore[no-untyped-call]  # gradients flow through the selected positions only
     assert model.lm_head.weight.grad is not None
+
+
+@pytest.mark.timeout(600)
+def test_grpo_steps_move_the_real_model_toward_the_better_trajectory(
+    tokenizer: PreTrainedTokenizerBase,
+) -> None:
+    """The direction of learning on the real model: after a few steps on one group, the
+    unrewarded trajectory's policy tokens are much less likely and the margin between the two
+    grows (a sign error or a shifted mask would shrink it, or leave it). The rewarded one's
+    own logprob may drift down a little: the two share most tokens (the tool-call format),
+    which the negative advantage pushes down too (likelihood displacement), so the test
+    asserts the margin, not its absolute value."""
+    from transformers import AutoModelForCausalLM
+
+    from astra_trainer.grpo.step import grpo_step, policy_token_logprobs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_store().ensure_default(), dtype=torch.float32
+    )
+    better, worse = (encode_trajectory(t, tokenizer, 2048) for t in text_only_group("dir", 2))
+    assert better.reward > worse.reward
+
+    def policy_logprob(encoded: Any) -> float:
+        ids = torch.tensor([encoded.input_ids])
+        mask = torch.tensor([encoded.loss_mask])
+        with torch.no_grad():
+            return float(policy_token_logprobs(model, ids, torch.ones_like(ids), mask).sum())
+
+    before = policy_logprob(better), policy_logprob(worse)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+    for _ in range(2):
+        stats = grpo_step(
+            model, optimizer, [[better, worse]], clip_low=0.2, clip_high=0.28,
+            max_grad_norm=1.0, micro_batch_size=2, pad_token_id=0,
+        )  # fmt: skip
+        assert stats.ratio_mean == pytest.approx(1.0)  # fresh behaviour logprobs each step
+    after = policy_logprob(better), policy_logprob(worse)
+    assert after[0] - after[1] > before[0] - before[1] + 5.0, (before, after)
+    assert after[1] < before[1] - 5.0, (before, after)
+    assert after[0] > before[0] - 0.25 * (before[1] - after[1]), (before, after)
