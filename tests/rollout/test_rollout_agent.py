@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from rollout_stub_policy import render, tokenize
 from rollout_support import multi_turn_spec, stack
 
 from astra_envhost.settings import EnvhostSettings
-from astra_proto import Episode, FinishReason, Trajectory
+from astra_proto import EnvironmentSpec, Episode, FinishReason, Trajectory
 from astra_rollout.agent import EpisodeLimits, run_episode
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,15 +28,35 @@ async def call_log(envhost_url: str, episode_id: str | None) -> Episode:
     return Episode.model_validate(response.json())
 
 
+async def play(
+    database_url: str,
+    envhost_settings: Settings,
+    script: str,
+    spec: EnvironmentSpec | None = None,
+    *,
+    registered: EnvironmentSpec | None = None,
+    **options: Any,
+) -> tuple[Trajectory, Episode | None]:
+    """One episode of ``spec`` (the weather task by default) with the stub's ``script``, on an
+    envhost serving ``registered`` (default: the spec); the trajectory and the call log."""
+    spec = spec or weather_spec()
+    async with stack(database_url, envhost_settings, registered or spec) as s:
+        trajectory = await run_episode(
+            spec, policy=s.policy(script), episodes=s.episodes, **options
+        )
+        log = None
+        if trajectory.episode_id is not None:
+            log = await call_log(s.envhost_url, trajectory.episode_id)
+    return trajectory, log
+
+
 async def test_solver_episode_is_scored_with_aligned_tokens(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(
-            spec, policy=s.policy("solver"), episodes=s.episodes, policy_version=3, group_id="g"
-        )
-        log = await call_log(s.envhost_url, trajectory.episode_id)
+    trajectory, log = await play(
+        database_url, envhost_settings, "solver", policy_version=3, group_id="g"
+    )
+    assert log is not None
     assert trajectory.finish_reason == FinishReason.FINAL_ANSWER, trajectory.failure_reason
     assert trajectory.turns == 3
     assert [m.role for m in trajectory.messages] == [
@@ -73,10 +94,8 @@ async def test_solver_episode_is_scored_with_aligned_tokens(
 async def test_parallel_calls_in_one_turn_are_answered_in_order(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy("parallel"), episodes=s.episodes)
-        log = await call_log(s.envhost_url, trajectory.episode_id)
+    trajectory, log = await play(database_url, envhost_settings, "parallel")
+    assert log is not None
     tool_messages = [m for m in trajectory.messages if m.role == "tool"]
     assert [m.tool_call_id for m in tool_messages] == ["p1", "p2"]
     assert [json.loads(m.content or "")["city_id"] for m in tool_messages] == ["c-75", "c-69"]
@@ -89,9 +108,7 @@ async def test_parallel_calls_in_one_turn_are_answered_in_order(
 async def test_raw_tool_call_text_is_parsed_and_trajectory_is_text_only(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy("raw_text"), episodes=s.episodes)
+    trajectory, _ = await play(database_url, envhost_settings, "raw_text")
     assert trajectory.finish_reason == FinishReason.FINAL_ANSWER
     assert trajectory.metadata["calls_parsed_from_text"] == 2
     first = trajectory.messages[1]
@@ -108,10 +125,8 @@ async def test_raw_tool_call_text_is_parsed_and_trajectory_is_text_only(
 async def test_malformed_calls_get_an_error_back_and_are_not_run(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy("malformed"), episodes=s.episodes)
-        log = await call_log(s.envhost_url, trajectory.episode_id)
+    trajectory, log = await play(database_url, envhost_settings, "malformed")
+    assert log is not None
     errors = [m.content or "" for m in trajectory.messages if m.role == "tool"]
     assert len(errors) == 2
     assert errors[0].startswith("Error: tool call is not valid JSON")
@@ -126,14 +141,9 @@ async def test_malformed_calls_get_an_error_back_and_are_not_run(
 async def test_endless_calls_stop_at_the_turn_limit(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(
-            spec,
-            policy=s.policy("endless"),
-            episodes=s.episodes,
-            limits=EpisodeLimits(max_turns=4),
-        )
+    trajectory, _ = await play(
+        database_url, envhost_settings, "endless", limits=EpisodeLimits(max_turns=4)
+    )
     assert trajectory.finish_reason == FinishReason.TURN_LIMIT
     assert trajectory.turns == 4
     assert trajectory.reward is not None
@@ -144,14 +154,9 @@ async def test_endless_calls_stop_at_the_turn_limit(
 async def test_token_budget_stops_the_episode(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(
-            spec,
-            policy=s.policy("endless"),
-            episodes=s.episodes,
-            limits=EpisodeLimits(token_budget=400),
-        )
+    trajectory, _ = await play(
+        database_url, envhost_settings, "endless", limits=EpisodeLimits(token_budget=400)
+    )
     assert trajectory.finish_reason == FinishReason.TOKEN_BUDGET
     assert 1 <= trajectory.turns < 32
 
@@ -159,9 +164,7 @@ async def test_token_budget_stops_the_episode(
 async def test_server_errors_are_retried_then_succeed(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy("flaky"), episodes=s.episodes)
+    trajectory, _ = await play(database_url, envhost_settings, "flaky")
     assert trajectory.finish_reason == FinishReason.FINAL_ANSWER
     assert trajectory.metadata["policy_retries"] == 6  # two 503s before each of three turns
     assert trajectory.reward is not None
@@ -174,10 +177,8 @@ async def test_server_errors_are_retried_then_succeed(
 async def test_policy_failure_gives_a_failed_trajectory_and_closes_the_episode(
     database_url: str, envhost_settings: Settings, script: str, needle: str
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy(script), episodes=s.episodes)
-        log = await call_log(s.envhost_url, trajectory.episode_id)
+    trajectory, log = await play(database_url, envhost_settings, script)
+    assert log is not None
     assert trajectory.finish_reason == FinishReason.ERROR
     assert trajectory.failure_reason is not None
     assert needle in trajectory.failure_reason
@@ -190,9 +191,10 @@ async def test_policy_failure_gives_a_failed_trajectory_and_closes_the_episode(
 async def test_unknown_environment_fails_with_envhost_reason(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    registered, unregistered = weather_spec(), weather_spec(domain="elsewhere")
-    async with stack(database_url, envhost_settings, registered) as s:
-        trajectory = await run_episode(unregistered, policy=s.policy("solver"), episodes=s.episodes)
+    unregistered = weather_spec(domain="elsewhere")
+    trajectory, _ = await play(
+        database_url, envhost_settings, "solver", unregistered, registered=weather_spec()
+    )
     assert trajectory.finish_reason == FinishReason.ERROR
     assert "HTTP 404" in (trajectory.failure_reason or "")
     assert trajectory.episode_id is None
@@ -201,9 +203,7 @@ async def test_unknown_environment_fails_with_envhost_reason(
 async def test_prompt_that_does_not_extend_falls_back_to_text_only(
     database_url: str, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy("mismatch"), episodes=s.episodes)
+    trajectory, _ = await play(database_url, envhost_settings, "mismatch")
     assert trajectory.finish_reason == FinishReason.FINAL_ANSWER
     assert trajectory.text_only
     assert trajectory.token_ids is None
@@ -214,9 +214,8 @@ async def test_multi_turn_task_advances_through_envhost(
     database_url: str, envhost_settings: Settings
 ) -> None:
     spec = multi_turn_spec()
-    async with stack(database_url, envhost_settings, spec) as s:
-        trajectory = await run_episode(spec, policy=s.policy("answer"), episodes=s.episodes)
-        log = await call_log(s.envhost_url, trajectory.episode_id)
+    trajectory, log = await play(database_url, envhost_settings, "answer", spec)
+    assert log is not None
     users = [m.content for m in trajectory.messages if m.role == "user"]
     assert users == [spec.task, "And in Lyon?", "Thanks, that is all."]
     assert trajectory.turns == 3
