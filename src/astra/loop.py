@@ -391,11 +391,15 @@ def _wait_steps(
 
 
 def _step_in_progress(services: Services, run_id: str) -> bool:
-    """Whether the run has started an optimizer step it has not finished."""
-    events = [row.get("event") for row in services.trainer.get(f"/v1/runs/{run_id}/metrics")]
-    started = max((i for i, e in enumerate(events) if e == "step_started"), default=-1)
-    finished = max((i for i, e in enumerate(events) if e == "step"), default=-1)
-    return started > finished
+    """Whether the run has started an optimizer step it has not finished (the newest of its
+    step events is a start)."""
+    for tail in (16, None):  # the recent records nearly always hold one; else all of them
+        params = {"tail": tail} if tail else None
+        rows = services.trainer.get(f"/v1/runs/{run_id}/metrics", params=params)
+        events = [row.get("event") for row in rows if row.get("event") in ("step_started", "step")]
+        if events or tail is None:
+            return bool(events) and events[-1] == "step_started"
+    return False
 
 
 def _metrics(services: Services, run_id: str) -> list[dict[str, Any]]:

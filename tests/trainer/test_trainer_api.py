@@ -57,8 +57,12 @@ async def test_metrics_show_the_newest_step_of_each_run(redis_url: str, tmp_path
     async with client:
         text = (await client.get("/metrics")).text
         steps = (await client.get("/v1/runs/grpo-0123456789ab/metrics")).json()
+        last = (await client.get("/v1/runs/grpo-0123456789ab/metrics?tail=1")).json()
+        bad_tail = await client.get("/v1/runs/grpo-0123456789ab/metrics?tail=0")
         missing = await client.get("/v1/runs/grpo-999999999999/metrics")
     assert [(r["step"], r["loss"]) for r in steps] == [(1, 0.5), (2, 0.25)]
+    assert [r["step"] for r in last] == [2]
+    assert bad_tail.status_code == 422
     assert missing.status_code == 404
     assert 'astra_trainer_policy_version{run="grpo-0123456789ab"} 2.0' in text
     assert 'astra_trainer_loss{run="grpo-0123456789ab"} 0.25' in text

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import ValidationError
 
 from astra_common.service import bearer_auth
@@ -76,13 +76,19 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
         except RunNotFoundError:
             raise HTTPException(404, detail=f"no run {run_id!r}") from None
 
-    @router.get("/runs/{run_id}/metrics", summary="A run's metrics, one record per step")
-    async def run_metrics(run_id: str) -> list[dict[str, Any]]:
+    @router.get("/runs/{run_id}/metrics", summary="A run's metrics, one record per event")
+    async def run_metrics(
+        run_id: str,
+        tail: Annotated[
+            int | None, Query(ge=1, le=100_000, description="Only the last N records.")
+        ] = None,
+    ) -> list[dict[str, Any]]:
         try:
             runs.status(run_id)
         except RunNotFoundError:
             raise HTTPException(404, detail=f"no run {run_id!r}") from None
-        return read_metrics(runs.root / run_id)
+        records = read_metrics(runs.root / run_id)
+        return records[-tail:] if tail else records
 
     @router.post("/runs/{run_id}/stop", dependencies=write, summary="Stop a run (SIGTERM)")
     async def stop_run(run_id: str) -> RunStatus:
