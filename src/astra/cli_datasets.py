@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from astra.api_client import ApiClient, ApiError, service_url
+from astra.cli_support import fail as _fail
 from astra_proto import Trajectory
 
 datasets_app = typer.Typer(help="Export SFT datasets.", no_args_is_help=True)
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
 Token = Annotated[str | None, typer.Option("--token", envvar="ASTRA_API_TOKEN", help="API token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidden=True)]
@@ -28,11 +28,6 @@ StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidd
 @datasets_app.callback()
 def datasets_group() -> None:
     """Export SFT datasets (JSONL + Parquet + dataset card)."""
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 @datasets_app.command("export")

@@ -7,26 +7,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from astra.api_client import ApiClient, ApiError, service_url
+from astra.cli_support import call, console, err_console
+from astra.cli_support import fail as _fail
 
 envs_app = typer.Typer(help="Import, list, show and verify environments.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 SynthUrl = Annotated[
     str | None, typer.Option("--synth-url", help="synth API (default: the running stack).")
 ]
 Token = Annotated[str | None, typer.Option("--token", envvar="ASTRA_API_TOKEN", help="API token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidden=True)]
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 @envs_app.command("import")
@@ -97,11 +91,7 @@ def list_environments(
         }.items()
         if value is not None
     }  # fmt: skip
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
-            page = client.get("/v1/environments", params=params)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    page = call("synth", synth_url, state_dir, "GET", "/v1/environments", params=params)
     table = Table(title=f"{len(page['items'])} of {page['total']} environments")
     for column in ("id", "source", "domain", "split", "hops", "tools", "task"):
         table.add_column(column, overflow="fold")
@@ -120,11 +110,7 @@ def show_environment(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """Print one environment's spec (JSON)."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
-            spec = client.get(f"/v1/environments/{env_id}")
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    spec = call("synth", synth_url, state_dir, "GET", f"/v1/environments/{env_id}")
     console.print_json(json.dumps(spec))
 
 
@@ -137,11 +123,8 @@ def verify_environment(
 ) -> None:
     """Re-check an environment's certificate from its spec alone: every reference call is
     replayed in envhost's sandbox and compared with the recorded outputs and hashes."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir), token, timeout=300) as client:
-            report = client.post(f"/v1/environments/{env_id}/verify", {}).json()
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    path = f"/v1/environments/{env_id}/verify"
+    report = call("synth", synth_url, state_dir, "POST", path, json={}, token=token, timeout=300)
     if report["holds"]:
         console.print(f"{env_id}: the certificate holds ({report['replays']} calls replayed)")
         return

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from astra.api_client import ApiClient, ApiError, service_url
+from astra.cli_support import call, console
+from astra.cli_support import fail as _fail
 
 synth_app = typer.Typer(help="Run and inspect synthesis jobs.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 SynthUrl = Annotated[
     str | None, typer.Option("--synth-url", help="synth API (default: the running stack).")
@@ -26,11 +25,6 @@ SynthUrl = Annotated[
 Token = Annotated[str | None, typer.Option("--token", envvar="ASTRA_API_TOKEN", help="API token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidden=True)]
 JobId = Annotated[str, typer.Argument(help="Job id.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 @synth_app.command("run")
@@ -154,11 +148,7 @@ def list_jobs(
 ) -> None:
     """List synthesis jobs, newest first."""
     params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
-            page = client.get("/v1/jobs", params=params)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    page = call("synth", synth_url, state_dir, "GET", "/v1/jobs", params=params)
     table = Table(title=f"{len(page['items'])} jobs")
     for column in ("id", "kind", "state", "source", "registered", "created"):
         table.add_column(column, overflow="fold")
@@ -175,11 +165,7 @@ def show_job(
     job_id: JobId, synth_url: SynthUrl = None, state_dir: StateDir = Path(".astra")
 ) -> None:
     """Print one job (JSON)."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
-            job = client.get(f"/v1/jobs/{job_id}")
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    job = call("synth", synth_url, state_dir, "GET", f"/v1/jobs/{job_id}")
     console.print_json(json.dumps(job))
 
 
@@ -189,11 +175,7 @@ def cancel_job(
     state_dir: StateDir = Path(".astra"),
 ) -> None:  # fmt: skip
     """Cancel a job that has not ended."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
-            job = client.post(f"/v1/jobs/{job_id}/cancel", {}).json()
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    job = call("synth", synth_url, state_dir, "POST", f"/v1/jobs/{job_id}/cancel", token=token)
     console.print(f"job {job['id']}: {job['state']}")
 
 
@@ -205,11 +187,7 @@ def job_stats(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """A job's yield: hops, scenario types, tools per environment, domains, rejections."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
-            report = client.get(f"/v1/jobs/{job_id}/stats")
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    report = call("synth", synth_url, state_dir, "GET", f"/v1/jobs/{job_id}/stats")
     if as_json:
         console.print_json(json.dumps(report))
         return
@@ -264,11 +242,7 @@ def register_toolset(
         }
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read a tool document: {exc}") from None
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
-            toolset = client.post("/v1/toolsets", body).json()
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    toolset = call("synth", synth_url, state_dir, "POST", "/v1/toolsets", json=body, token=token)
     table = Table(title=f"toolset {toolset['id']}")
     for column in ("server", "source", "tools"):
         table.add_column(column)
