@@ -174,8 +174,13 @@ async function renderJob(container, jobId) {
         ["created", when(job.created_at)],
         ["updated", when(job.updated_at)],
         ["finished", job.finished_at ? when(job.finished_at) : null],
-        ["environments", link(`environments?job_id=${encodeURIComponent(job.id)}`, "registered by this job")],
-      ]),
+        job.kind === "environments"
+          ? ["environments", link(`environments?job_id=${encodeURIComponent(job.id)}`, "registered by this job")]
+          : null,
+        job.result && job.result.dataset
+          ? ["dataset", h("a", { href: `/v1/datasets/${encodeURIComponent(job.result.dataset.name)}` }, job.result.dataset.name)]
+          : null,
+      ].filter(Boolean)),
       job.error ? notice(job.state === "cancelled" ? "info" : "error", job.error) : null,
     );
     const ended = TERMINAL.has(job.state);
