@@ -1,36 +1,44 @@
 """Rollout orchestration overhead: the agent loop against a zero-latency policy stub.
 
-    .venv/bin/python bench/rollout.py [--quick] [--turns 4] [--vllm-url URL --vllm-model M]
+    .venv/bin/python bench/rollout.py [--quick] [--turns 4] [--profile]
+        [--vllm-url URL [--vllm-only] [--vllm-over-httpx] [--vllm-model M]
+         [--vllm-concurrency 8] [--vllm-episodes 64]]
 
 The policy is an OpenAI-compatible stub in a process of its own (a minimal asyncio HTTP/1.1
 server answering from a script at once, with vLLM-style ``prompt_token_ids``, ``token_ids`` and
 ``logprobs``), and tools run in process (an in-memory ``EpisodeBackend``), so what is measured
-is the rollout's own work per turn: building the request, the shared ``httpx`` client, parsing
-the reply and its tool calls, token recording, running the calls, and the episode bookkeeping.
-Each episode has ``--turns`` policy calls (tool calls, then a final answer).
+is the rollout's own work per turn: building the request, the HTTP client, parsing the reply
+and its tool calls, token recording, running the calls, and the episode bookkeeping. Each
+episode has ``--turns`` policy calls (tool calls, then a final answer).
 
 For 1, 64 and 256 concurrent episodes it reports episodes/s, turns/s and the rollout
-process's CPU per turn (the orchestration overhead; the target is <= 3 ms at 256), against
-a baseline in the same run: the same number of chat-completion POSTs through the same
-client with no agent loop around them.
+process's CPU per turn (the orchestration overhead; the target is <= 3 ms at 256), and in the
+same run, for comparison: ``PolicyClient.complete`` alone on the same requests (no agent loop
+around it), and the rollout with the policy posted through the shared ``httpx`` client
+(``PolicyClient(direct_http=False)``, how every request went before the lean HTTP path).
 
-``--vllm-url`` adds a run against a real vLLM server: rollout generation tokens/s for
-episodes of one policy call each, against vLLM's own throughput on the same prompts sent
-directly (the same concurrency); the target ratio is >= 0.8.
+``--vllm-url`` adds a run against a real vLLM server (``python -m astra_rollout.policy_server
+--model-dir DIR --port P`` starts one): generated tokens/s of rollout episodes (the agent loop,
+tools in process) against vLLM's own throughput on the very requests those episodes sent,
+posted directly at the same concurrency, in alternated rounds; the target ratio is >= 0.8.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import importlib.util
+import io
 import json
 import os
+import pstats
 import sys
 import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +49,7 @@ from astra_proto import (
     EnvironmentSpec,
     Episode,
     EpisodeRequest,
+    Message,
     RewardBreakdown,
     SubQuestion,
     SyntheticTool,
@@ -48,11 +57,12 @@ from astra_proto import (
 )
 from astra_rollout.agent import EpisodeLimits, run_episode
 from astra_rollout.envhost_client import ToolOutcome, ToolSession
-from astra_rollout.policy import PolicyClient, SamplingParams
+from astra_rollout.policy import Completion, PolicyClient, SamplingParams
 
 CONCURRENCY = (1, 64, 256)
 TARGET_CPU_MS_PER_TURN = 3.0
 TARGET_VLLM_RATIO = 0.8
+VLLM_ROUNDS = 4
 
 TOOL = ToolSpec(
     name="lookup",
@@ -228,8 +238,8 @@ async def rollout_run(policy: PolicyClient, concurrency: int, episodes: int) -> 
             t = await run_episode(
                 SPEC, policy=policy, episodes=backend, limits=limits, sampling=sampling
             )
-        if t.failure_reason:
-            raise RuntimeError(t.failure_reason)
+        if t.failure_reason or t.text_only:
+            raise RuntimeError(t.failure_reason or t.metadata.get("token_recording"))
         turns += t.turns
         tokens += sum(t.loss_mask or [])
 
@@ -239,109 +249,198 @@ async def rollout_run(policy: PolicyClient, concurrency: int, episodes: int) -> 
     return {"episodes": episodes, "turns": turns, "wall": wall, "cpu": cpu, "tokens": tokens}
 
 
-async def baseline_run(
-    http: httpx.AsyncClient, url: str, model: str, concurrency: int, requests: int,
-    bodies: list[dict[str, Any]],
-) -> dict[str, float]:  # fmt: skip
-    """The same chat-completion POSTs through the same client, with no agent loop."""
+async def complete_run(
+    policy: PolicyClient, concurrency: int, calls: int, prompts: list[list[Message]]
+) -> dict[str, float]:
+    """``PolicyClient.complete`` on the turns' requests in turn, with no agent loop around."""
     gate = asyncio.Semaphore(concurrency)
-    tokens = 0
+    sampling = SamplingParams(max_tokens=64)
 
     async def one(i: int) -> None:
-        nonlocal tokens
         async with gate:
-            response = await http.post(url + "/chat/completions", json=bodies[i % len(bodies)])
-        response.raise_for_status()
-        tokens += response.json()["usage"]["completion_tokens"]
+            await policy.complete(prompts[i % len(prompts)], [TOOL], sampling, turn=i)
 
     cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(requests)))
+    await asyncio.gather(*(one(i) for i in range(calls)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {"requests": requests, "wall": wall, "cpu": cpu, "tokens": tokens}
+    return {"calls": calls, "wall": wall, "cpu": cpu}
 
 
-def conversation_bodies(model: str, turns: int) -> list[dict[str, Any]]:
-    """The request of every turn of one scripted episode, as the agent sends them."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": SPEC.task}]
-    bodies = []
-    for _ in range(turns):
-        body = {"model": model, "messages": list(messages), "tools": [TOOL.to_openai()],
-                "tool_choice": "auto", "logprobs": True, "return_token_ids": True,
-                "max_tokens": 64}  # fmt: skip
-        bodies.append(body)
-        reply = stub_reply(body, turns)["choices"][0]["message"]
-        messages.append(reply)
-        for call in reply.get("tool_calls") or []:
-            messages.append({"role": "tool", "tool_call_id": call["id"], "content": "{}"})
-    return bodies
+async def conversation_prompts(policy: PolicyClient) -> list[list[Message]]:
+    """The messages of every turn's request of one scripted episode, as the agent sends them."""
+    t = await run_episode(SPEC, policy=policy, episodes=InProcessEpisodes())
+    return [t.messages[:i] for i, m in enumerate(t.messages) if m.role == "assistant"]
 
 
-async def bench(quick: bool, turns: int, vllm_url: str | None, vllm_model: str) -> None:
+async def profile_run(policy: PolicyClient, concurrency: int, episodes: int) -> None:
+    """The rollout under cProfile: where its CPU per turn goes (profiling inflates it)."""
+    await rollout_run(policy, concurrency, concurrency)  # warm-up: connections, imports
+    profiler = cProfile.Profile()
+    profiler.enable()
+    r = await rollout_run(policy, concurrency, episodes)
+    profiler.disable()
+    print(f"{concurrency} concurrent, {episodes} episodes, {r['turns']:.0f} turns: "
+          f"{1000 * r['cpu'] / r['turns']:.2f} ms CPU per turn under the profiler")  # fmt: skip
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(30)
+        print(out.getvalue())
+
+
+def episodes_for(concurrency: int, quick: bool) -> int:
+    return max(64, concurrency * 4) if quick else max(256, concurrency * 16)
+
+
+async def bench(
+    quick: bool,
+    turns: int,
+    vllm_url: str | None,
+    vllm_model: str,
+    vllm_concurrency: int = 8,
+    vllm_episodes: int = 64,
+    profile: bool = False,
+    vllm_only: bool = False,
+    vllm_over_httpx: bool = False,
+) -> None:
     limits = httpx.Limits(max_connections=600, max_keepalive_connections=300)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {turns} turns per episode")
+    if vllm_url and vllm_only:
+        async with httpx.AsyncClient(limits=limits, timeout=120) as http:
+            await vllm_bench(
+                http, vllm_url, vllm_model, vllm_concurrency, vllm_episodes, not vllm_over_httpx
+            )
+        return
     async with httpx.AsyncClient(limits=limits, timeout=120) as http, stub_process(turns) as url:
         policy = PolicyClient(http=http, base_url=url, model="stub")
-        bodies = conversation_bodies("stub", turns)
-        await rollout_run(policy, 8, 16)  # warm-up: connections, imports
-        print("\n| concurrent | episodes | episodes/s | turns/s | rollout CPU ms/turn | "
-              "baseline POSTs/s | baseline CPU ms/POST | CPU ratio |")  # fmt: skip
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for concurrency in CONCURRENCY:
-            episodes = max(32, concurrency * (2 if quick else 6))
-            r = await rollout_run(policy, concurrency, episodes)
-            b = await baseline_run(http, url, "stub", concurrency, int(r["turns"]), bodies)
-            cpu_turn = 1000 * r["cpu"] / r["turns"]
-            cpu_post = 1000 * b["cpu"] / b["requests"]
-            print(
-                f"| {concurrency} | {episodes} | {r['episodes'] / r['wall']:,.1f} | "
-                f"{r['turns'] / r['wall']:,.0f} | {cpu_turn:.2f} | "
-                f"{b['requests'] / b['wall']:,.0f} | {cpu_post:.2f} | {cpu_turn / cpu_post:.2f} |"
-            )
-            if concurrency == 256:
-                verdict = "meets" if cpu_turn <= TARGET_CPU_MS_PER_TURN else "MISSES"
-                print(f"\nat 256: {cpu_turn:.2f} ms CPU per turn, {verdict} the "
-                      f"{TARGET_CPU_MS_PER_TURN} ms target")  # fmt: skip
+        over_httpx = PolicyClient(http=http, base_url=url, model="stub", direct_http=False)
+        if profile:
+            try:
+                await profile_run(policy, 256, episodes_for(256, quick))
+            finally:
+                await policy.aclose()
+            return
+        try:
+            prompts = await conversation_prompts(policy)
+            await rollout_run(policy, 8, 16)  # warm-up: connections, imports
+            await rollout_run(over_httpx, 8, 16)
+            print("\n| concurrent | episodes | episodes/s | turns/s | rollout CPU ms/turn | "
+                  "complete() alone CPU ms/call | over httpx: turns/s | over httpx: CPU "
+                  "ms/turn |")  # fmt: skip
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for concurrency in CONCURRENCY:
+                episodes = episodes_for(concurrency, quick)
+                r = await rollout_run(policy, concurrency, episodes)
+                c = await complete_run(policy, concurrency, int(r["turns"]), prompts)
+                # the old path is slow: a quick run's worth of episodes measures it well enough
+                h = await rollout_run(over_httpx, concurrency, episodes_for(concurrency, True))
+                cpu_turn = 1000 * r["cpu"] / r["turns"]
+                print(
+                    f"| {concurrency} | {episodes} | {r['episodes'] / r['wall']:,.1f} | "
+                    f"{r['turns'] / r['wall']:,.0f} | {cpu_turn:.2f} | "
+                    f"{1000 * c['cpu'] / c['calls']:.2f} | {h['turns'] / h['wall']:,.0f} | "
+                    f"{1000 * h['cpu'] / h['turns']:.2f} |"
+                )
+                if concurrency == 256:
+                    verdict = "meets" if cpu_turn <= TARGET_CPU_MS_PER_TURN else "MISSES"
+                    print(f"\nat 256: {cpu_turn:.2f} ms CPU per turn, {verdict} the "
+                          f"{TARGET_CPU_MS_PER_TURN} ms target")  # fmt: skip
+        finally:
+            await policy.aclose()
         if vllm_url:
-            await vllm_bench(http, vllm_url, vllm_model, quick)
+            await vllm_bench(
+                http, vllm_url, vllm_model, vllm_concurrency, vllm_episodes, not vllm_over_httpx
+            )
 
 
-async def vllm_bench(http: httpx.AsyncClient, url: str, model: str, quick: bool) -> None:
-    """Rollout generation tokens/s against vLLM vs the same prompts sent to vLLM directly."""
-    policy = PolicyClient(http=http, base_url=url, model=model)
-    concurrency, episodes = 8, (8 if quick else 32)
-    single = EnvironmentSpec.model_validate({**SPEC.model_dump(exclude={"id"}), "task": SPEC.task})
-    backend = InProcessEpisodes()
+@dataclass(slots=True)
+class RecordingPolicy(PolicyClient):
+    """A ``PolicyClient`` that keeps every request it made and the tokens each generated."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    generated: int = 0
+
+    async def complete(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        sampling: SamplingParams,
+        turn: int = 0,
+    ) -> Completion:
+        self.bodies.append(self.request_body(messages, tools, sampling))
+        completion = await PolicyClient.complete(self, messages, tools, sampling, turn)
+        self.generated += completion.completion_tokens or 0
+        return completion
+
+
+async def vllm_bench(
+    http: httpx.AsyncClient,
+    url: str,
+    model: str,
+    concurrency: int,
+    episodes: int,
+    direct_http: bool = True,
+) -> None:
+    """Generated tokens/s of rollout episodes against vLLM, and of the very requests those
+    episodes sent posted to vLLM directly, at the same concurrency. Rounds of each, alternated,
+    so that neither path has the machine to itself at a quieter moment."""
     sampling = SamplingParams(max_tokens=128, temperature=0.0)
-    gate = asyncio.Semaphore(concurrency)
-    tokens = 0
+    backend = InProcessEpisodes()
+    totals = {"rollout": [0.0, 0.0], "direct": [0.0, 0.0]}  # tokens, seconds
 
-    async def one() -> None:
-        nonlocal tokens
-        async with gate:
-            t = await run_episode(
-                single, policy=policy, episodes=backend, sampling=sampling,
-                limits=EpisodeLimits(max_turns=1),
-            )  # fmt: skip
-        if t.failure_reason:
-            raise RuntimeError(t.failure_reason)
-        tokens += sum(t.loss_mask or [])
+    async def rollout_round(policy: RecordingPolicy, count: int) -> None:
+        gate = asyncio.Semaphore(concurrency)
 
-    await one()
-    tokens = 0
-    wall = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(episodes)))
-    rollout_tps = tokens / (time.perf_counter() - wall)
-    body = {"model": model, "messages": [{"role": "user", "content": single.task}],
-            "tools": [TOOL.to_openai()], "tool_choice": "auto", "max_tokens": 128,
-            "temperature": 0.0, "logprobs": True, "return_token_ids": True}  # fmt: skip
-    direct = await baseline_run(http, url, model, concurrency, episodes, [body])
-    direct_tps = direct["tokens"] / direct["wall"]
+        async def one() -> None:
+            async with gate:
+                t = await run_episode(SPEC, policy=policy, episodes=backend, sampling=sampling)
+            if t.failure_reason:
+                raise RuntimeError(t.failure_reason)
+
+        wall = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        totals["rollout"][0] += policy.generated
+        totals["rollout"][1] += time.perf_counter() - wall
+
+    async def direct_round(bodies: list[dict[str, Any]]) -> None:
+        gate = asyncio.Semaphore(concurrency)
+        tokens = 0
+
+        async def one(body: dict[str, Any]) -> None:
+            nonlocal tokens
+            async with gate:
+                response = await http.post(url + "/chat/completions", json=body, timeout=600)
+            response.raise_for_status()
+            tokens += response.json()["usage"]["completion_tokens"]
+
+        wall = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
+        totals["direct"][0] += tokens
+        totals["direct"][1] += time.perf_counter() - wall
+
+    warm = RecordingPolicy(http=http, base_url=url, model=model, direct_http=direct_http)
+    await rollout_round(warm, concurrency)  # warm-up: connections, vLLM's prefix cache
+    await warm.aclose()
+    totals = {name: [0.0, 0.0] for name in totals}
+    turns = 0
+    for _ in range(VLLM_ROUNDS):
+        policy = RecordingPolicy(http=http, base_url=url, model=model, direct_http=direct_http)
+        try:
+            await rollout_round(policy, episodes // VLLM_ROUNDS)
+        finally:
+            await policy.aclose()
+        turns += len(policy.bodies)
+        await direct_round(policy.bodies)
+    rollout_tps = totals["rollout"][0] / totals["rollout"][1]
+    direct_tps = totals["direct"][0] / totals["direct"][1]
     ratio = rollout_tps / direct_tps
     verdict = "meets" if ratio >= TARGET_VLLM_RATIO else "MISSES"
-    print(f"\nvLLM at {url} ({model}), {concurrency} concurrent, {episodes} episodes of one call:")
-    print("| path | generated tokens/s |\n|---|---:|")
-    print(f"| rollout (run_episode) | {rollout_tps:,.1f} |")
-    print(f"| direct POSTs (baseline) | {direct_tps:,.1f} |")
+    client = "the lean HTTP path" if direct_http else "httpx (direct_http=False)"
+    print(f"\nvLLM at {url} ({model}), {concurrency} concurrent, {episodes} episodes "
+          f"({turns} policy calls; rollout over {client}), the same requests on both "
+          "paths:")  # fmt: skip
+    print("| path | generated tokens | seconds | generated tokens/s |\n|---|---:|---:|---:|")
+    for name, (tokens, seconds) in totals.items():
+        print(f"| {name} | {tokens:,.0f} | {seconds:,.1f} | {tokens / seconds:,.1f} |")
     print(f"ratio {ratio:.2f} ({verdict} the {TARGET_VLLM_RATIO} target)")
 
 
@@ -354,12 +453,33 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4, help="policy calls per episode")
     parser.add_argument("--vllm-url", help="also measure against this vLLM server (.../v1)")
     parser.add_argument("--vllm-model", default="SmolLM2-135M-Instruct")
+    parser.add_argument("--vllm-concurrency", type=int, default=8)
+    parser.add_argument("--vllm-episodes", type=int, default=64, help="per path, in 4 rounds")
+    parser.add_argument("--vllm-only", action="store_true", help="skip the stub runs")
+    parser.add_argument(
+        "--vllm-over-httpx", action="store_true", help="rollout policy posts through httpx"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="only: 256 concurrent under cProfile, top functions"
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("sniffio") is None:
         # httpcore tries `import sniffio` for every request; absent, each try searches all of
         # sys.path again (~0.3 ms). A None entry makes it fail at once, with the same outcome.
         sys.modules["sniffio"] = None  # type: ignore[assignment]
-    asyncio.run(bench(args.quick, args.turns, args.vllm_url, args.vllm_model))
+    asyncio.run(
+        bench(
+            args.quick,
+            args.turns,
+            args.vllm_url,
+            args.vllm_model,
+            args.vllm_concurrency,
+            args.vllm_episodes,
+            args.profile,
+            args.vllm_only,
+            args.vllm_over_httpx,
+        )
+    )
 
 
 if __name__ == "__main__":

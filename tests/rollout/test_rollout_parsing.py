@@ -63,6 +63,18 @@ def test_completion_with_vllm_token_fields() -> None:
     assert completion.logprobs == [-0.25, NONFINITE_LOGPROB]
 
 
+@pytest.mark.parametrize(
+    ("prompt_ids", "kept"),
+    [([1, 2, 3], [1, 2, 3]), ([], []), ([1, "2"], None), ([1, 2.0], None), ("1 2", None)],
+)
+def test_token_arrays_are_kept_only_when_all_ints(prompt_ids: object, kept: object) -> None:
+    body = {
+        "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "prompt_token_ids": prompt_ids,
+    }
+    assert parse_completion(body, turn=0).prompt_token_ids == kept
+
+
 def test_completion_without_choices_is_a_policy_error() -> None:
     with pytest.raises(PolicyError, match="no choices"):
         parse_completion({"choices": []}, turn=0)

@@ -220,6 +220,7 @@ class BatchRunner:
             retries=self.settings.policy_retries,
             backoff_s=self.settings.policy_backoff_s,
             timeout_s=self.settings.policy_timeout_s,
+            direct_http=self.settings.policy_direct_http,
         )
 
     async def _resolve_ids(self, request: BatchRequest) -> list[str]:
@@ -282,6 +283,7 @@ class BatchRunner:
             status.state = JobState.FAILED
         finally:
             status.finished_at = datetime.now(UTC)
+            await batch.policy.aclose()
 
     async def _select_distractors(
         self, spec: EnvironmentSpec, batch: _Batch

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal, Self
 
@@ -175,6 +175,7 @@ class EvaluationRunner:
             created_at=datetime.now(UTC),
         )
         limits = request.limits or self._default_limits()
+        order = list(request.categories or known)
 
         async def work(run: Run[EvaluationStatus]) -> None:
             async def play(category: str, spec: EnvironmentSpec) -> None:
@@ -190,9 +191,12 @@ class EvaluationRunner:
                 run.trajectories[trajectory.id] = trajectory
                 run.status.entries.append(entry_score(category, trajectory))
                 run.status.done += 1
-                run.status.categories, run.status.overall = aggregate(run.status.entries)
+                run.status.categories, run.status.overall = aggregate(run.status.entries, order)
 
-            await asyncio.gather(*(play(category, spec) for category, spec in specs))
+            try:
+                await asyncio.gather(*(play(category, spec) for category, spec in specs))
+            finally:
+                await policy.aclose()
 
         self._runs.start(status, work)
         return self.status(status.id)
@@ -240,12 +244,15 @@ def entry_score(category: str, trajectory: Trajectory) -> EntryScore:
     )
 
 
-def aggregate(entries: list[EntryScore]) -> tuple[list[CategoryScore], CategoryScore | None]:
-    """Scores per category (in first-seen order) and over all entries."""
-    by_category: dict[str, list[EntryScore]] = {}
+def aggregate(
+    entries: list[EntryScore], order: Sequence[str] = ()
+) -> tuple[list[CategoryScore], CategoryScore | None]:
+    """Scores per category (in ``order``, then any other in first-seen order; categories
+    without entries yet are left out) and over all entries."""
+    by_category: dict[str, list[EntryScore]] = {name: [] for name in order}
     for entry in entries:
         by_category.setdefault(entry.category, []).append(entry)
-    categories = [_category(name, rows) for name, rows in by_category.items()]
+    categories = [_category(name, rows) for name, rows in by_category.items() if rows]
     return categories, (_category("overall", entries) if entries else None)
 
 

@@ -4,6 +4,14 @@ One shared ``httpx.AsyncClient`` serves every episode (building a client costs ~
 the server returns token ids and logprobs (vLLM with ``return_token_ids`` and ``logprobs``),
 they come back on the ``Completion``; tool calls come from the server's parser, or from
 ``<tool_call>`` blocks in the text when the server returned raw text.
+
+Plain ``http://`` endpoints are posted to over a lean keep-alive HTTP/1.1 connection pool of
+the client's own (``policy_http.ConnectionPool``) instead of through ``httpx``: at 256 episodes in
+flight, httpcore's pool spends most of the rollout's CPU scanning its connections on every
+request. The requests are the same bytes ``httpx`` sends (its default headers, the same JSON
+encoding); failures are raised as the same ``httpx`` exception types, so retries, timeouts
+and errors do not change. ``https://`` URLs, and a shared client with a transport, proxy,
+auth, params or event hooks of its own, keep going through ``httpx``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from astra_proto import FunctionCall, Message, ToolCall, ToolSpec
+from astra_rollout.policy_http import ConnectionPool, RawResponse, bypasses_nothing, encode_json
 from astra_rollout.tool_call_text import has_tool_call_text, parse_tool_call_text
 
 INVALID_CALL_NAME = "invalid_tool_call"
@@ -71,7 +80,14 @@ class Completion:
 
 @dataclass(slots=True)
 class PolicyClient:
-    """Chat completions against ``base_url`` (``.../v1``) for ``model``, over a shared client."""
+    """Chat completions against ``base_url`` (``.../v1``) for ``model``, over a shared client.
+
+    ``direct_http`` posts plain ``http://`` URLs over the lean connection pool (see the
+    module docstring; False: always through ``http``). ``max_connections`` caps that pool's
+    connections (a request waits for a free one, up to ``timeout_s``); ``keepalive_expiry_s``
+    closes those left idle that long, below the usual server keep-alive timeout (uvicorn's is
+    5 s). ``aclose`` closes them at once; without it they close themselves when idle.
+    """
 
     http: httpx.AsyncClient
     base_url: str
@@ -81,6 +97,11 @@ class PolicyClient:
     retries: int = 4
     backoff_s: float = 0.5
     timeout_s: float = 300.0
+    direct_http: bool = True
+    max_connections: int = 1024
+    keepalive_expiry_s: float = 4.0
+    _pool: ConnectionPool | None = field(default=None, init=False, repr=False, compare=False)
+    _routed: bool = field(default=False, init=False, repr=False, compare=False)
 
     async def complete(
         self,
@@ -95,17 +116,27 @@ class PolicyClient:
         (``retries`` times); raises ``PolicyError`` when they run out, on any other 4xx (with
         the server's message) and on a reply that is not a chat completion.
         """
-        body = self._request_body(messages, tools, sampling)
+        body = self.request_body(messages, tools, sampling)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
         url = self.base_url.rstrip("/") + "/chat/completions"
+        pool = self._direct_pool(url, headers)
+        content = encode_json(body) if pool is not None else b""
         started = time.perf_counter()
         attempt = 0
+        response: httpx.Response | RawResponse
         while True:
             attempt += 1
             try:
-                response = await self.http.post(
-                    url, json=body, headers=headers, timeout=self.timeout_s
-                )
+                if pool is None:
+                    response = await self.http.post(
+                        url, json=body, headers=headers, timeout=self.timeout_s
+                    )
+                else:
+                    response = await pool.post(content, self.timeout_s)
+                    if response.is_redirect and self.http.follow_redirects:
+                        response = await self.http.post(  # httpx knows how to follow it
+                            url, json=body, headers=headers, timeout=self.timeout_s
+                        )
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}".rstrip(": ")
             else:
@@ -129,9 +160,43 @@ class PolicyClient:
         completion.attempts = attempt
         return completion
 
-    def _request_body(
+    async def aclose(self) -> None:
+        """Close the lean path's pooled connections (the shared ``http`` client stays open);
+        a later request opens new ones."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._routed = False
+
+    def _direct_pool(self, url: str, headers: dict[str, str] | None) -> ConnectionPool | None:
+        """The lean pool for ``url``, or None where requests must go through ``http``."""
+        if self.http.is_closed:
+            return None  # httpx then refuses the request, as it did before
+        loop = asyncio.get_running_loop()
+        if self._routed and (self._pool is None or self._pool.loop is loop):
+            return self._pool
+        self._routed = True
+        old, self._pool = self._pool, None
+        if old is not None and not old.loop.is_closed():  # another loop's: of no use here
+            old.loop.call_soon_threadsafe(old.close)
+        target = httpx.URL(url)
+        if self.direct_http and bypasses_nothing(self.http, target):
+            self._pool = ConnectionPool(
+                loop,
+                target,
+                [
+                    *self.http.headers.raw,
+                    *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+                ],
+                max_connections=self.max_connections,
+                keepalive_expiry_s=self.keepalive_expiry_s,
+            )
+        return self._pool
+
+    def request_body(
         self, messages: list[Message], tools: list[ToolSpec], sampling: SamplingParams
     ) -> dict[str, Any]:
+        """The JSON body ``complete`` posts for these arguments."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [wire_message(m) for m in messages],
@@ -209,7 +274,8 @@ def parse_completion(payload: Any, turn: int) -> Completion:
 
 
 def _int_list(value: Any) -> list[int] | None:
-    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+    # the element types, not each element: prompts echo thousands of ids every turn
+    if isinstance(value, list) and all(issubclass(t, int) for t in set(map(type, value))):
         return list(value)
     return None
 

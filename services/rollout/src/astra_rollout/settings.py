@@ -52,6 +52,11 @@ class RolloutSettings(ServiceSettings):
     """Ask the policy server for token ids and logprobs (vLLM's `return_token_ids`,
     `logprobs`); turn off for servers that reject unknown request fields."""
 
+    policy_direct_http: bool = True
+    """Post plain `http://` policy endpoints over the rollout's own keep-alive HTTP/1.1 pool
+    (far less CPU per request at hundreds of episodes in flight); off: always through httpx,
+    as for `https://` endpoints."""
+
     policy_timeout_s: float = 300.0
     """Timeout of one chat-completion request."""
 

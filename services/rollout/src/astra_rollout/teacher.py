@@ -408,7 +408,10 @@ class TeacherRunner:
                     )
                     status.recent_failures = list(failures)
 
-            await asyncio.gather(*(play(i, task) for i, task in enumerate(plays)))
+            try:
+                await asyncio.gather(*(play(i, task) for i, task in enumerate(plays)))
+            finally:
+                await policy.aclose()
 
         self._runs.start(status, work)
         return self.status(status.id)
