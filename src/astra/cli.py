@@ -214,17 +214,32 @@ def experiment(
         typer.Option(help="Multiply environments, steps and evaluation sizes (e.g. 10 on a GPU)."),
     ] = 1.0,
     bfcl_limit: Annotated[int, typer.Option(help="BFCL multi-turn base entries.")] = 10,
+    grpo_steps: Annotated[
+        int | None, typer.Option(help="GRPO optimizer steps (default: 2 x scale).")
+    ] = None,
+    grpo_learning_rate: Annotated[
+        float, typer.Option(help="GRPO learning rate.", min=0.0, max=1.0)
+    ] = LoopConfig.grpo_learning_rate,
+    max_rollout_batches: Annotated[
+        int | None,
+        typer.Option(help="Rollout batches at most while GRPO waits (default: 2 per step)."),
+    ] = None,
     policy_url: PolicyUrl = None,
 ) -> None:
     """Base vs SFT vs SFT+RL on held-out procedural environments and BFCL multi-turn base:
     F1 reward, success, turns and calls, with plots (the shape of the paper's Table 2)."""
     base = LoopConfig()
+    steps = grpo_steps or max(1, round(base.grpo_steps * scale))
+    if steps < 1:
+        raise fail("--grpo-steps must be at least 1")
     config = LoopConfig(
         train_envs=round(base.train_envs * scale),
         heldout_envs=round(base.heldout_envs * scale),
         sft_steps=round(base.sft_steps * scale),
         rollout_envs=round(base.rollout_envs * scale),
-        grpo_steps=max(1, round(base.grpo_steps * scale)),
+        grpo_steps=steps,
+        grpo_learning_rate=grpo_learning_rate,
+        max_rollout_batches=max_rollout_batches or max(base.max_rollout_batches, 2 * steps),
         eval_limit=round(base.eval_limit * scale),
         evaluate_base=True,
         bfcl_limit=round(bfcl_limit * scale),
