@@ -1,10 +1,16 @@
-"""The direct tools/call path of /episodes/{id}/mcp answers as the MCP SDK would."""
+"""The direct tools/call path of /episodes/{id}/mcp answers as the MCP SDK would.
+
+Every request is sent twice, with the fast path on and off (then the SDK behind the router
+answers it), and both replies must be the same: for the calls the fast path serves, and for
+every request one of its checks hands to the SDK.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -13,15 +19,17 @@ import httpx2
 import mcp_types
 import pytest
 from envhost_support import register, weather_spec
+from jsonschema import Draft202012Validator
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from astra_envhost.app import create_app
+from astra_envhost.episodes import argument_shape
 from astra_envhost.fast_path import ToolCallFastPath
 from astra_envhost.mcp_results import call_tool_result, tool_result
-from astra_envhost.mcp_server import MCPEndpoint
+from astra_envhost.registry import argument_errors
 from astra_envhost.settings import EnvhostSettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,7 +58,7 @@ def test_wire_result_equals_the_sdk_dump(result: Any, error: str | None) -> None
     assert wire == json.dumps(expected, separators=(",", ":"))
 
 
-def call_body(name: str, arguments: dict[str, Any], request_id: int | str = 7) -> dict[str, Any]:
+def call_body(name: str, arguments: Any, request_id: Any = 7) -> dict[str, Any]:
     meta = {
         mcp_types.PROTOCOL_VERSION_META_KEY: VERSION,
         mcp_types.CLIENT_INFO_META_KEY: {"name": "test", "version": "0"},
@@ -71,93 +79,291 @@ def call_headers(name: str, **extra: str) -> dict[str, str]:
     }
 
 
-class CountingFastPath:
-    """Wraps the app's real fast path and counts the requests it answered itself."""
+class FastPathSwitch:
+    """Turns the app's fast path on and off, and counts the requests it answered itself."""
 
-    def __init__(self, inner: ToolCallFastPath) -> None:
-        self.inner, self.served = inner, 0
+    def __init__(self, fast_path: ToolCallFastPath) -> None:
+        self.inner = fast_path.serve
+        self.enabled, self.served = True, 0
+        fast_path.serve = self.serve  # type: ignore[method-assign]
 
-    async def serve(self, scope: Any, receive: Any, send: Any) -> Any:
-        fallback = await self.inner.serve(scope, receive, send)
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        if not self.enabled:
+            return receive
+        fallback = await self.inner(scope, receive, send)
         self.served += fallback is None
         return fallback
 
 
+@dataclass
+class Envhost:
+    client: httpx.AsyncClient
+    switch: FastPathSwitch
+    episode_id: str
+
+    @property
+    def path(self) -> str:
+        return f"/episodes/{self.episode_id}/mcp"
+
+    async def both(self, path: str, **request: Any) -> tuple[httpx.Response, httpx.Response]:
+        """The reply with the fast path on, then with it off (the SDK's)."""
+        self.switch.enabled = True
+        fast = await self.client.post(path, **request)
+        self.switch.enabled = False
+        sdk = await self.client.post(path, **request)
+        self.switch.enabled = True
+        return fast, sdk
+
+
 @asynccontextmanager
-async def envhost_app(
-    settings: EnvhostSettings,
-) -> AsyncIterator[tuple[httpx.AsyncClient, CountingFastPath]]:
+async def envhost_app(settings: EnvhostSettings, **headers: str) -> AsyncIterator[Envhost]:
+    """The app in process, an episode of the weather environment, the fast path's switch."""
+    spec = weather_spec()
+    await register(settings.database_url, spec)
     app = create_app(settings)
-    endpoint = next(
-        route.app
-        for route in app.router.routes
-        if isinstance(route, Route) and isinstance(route.app, MCPEndpoint)
-    )
-    counter = CountingFastPath(endpoint.fast_path)
-    endpoint.fast_path = counter  # type: ignore[assignment]
+    switch = FastPathSwitch(app.state.tool_call_fast_path)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            yield client, counter
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=headers
+        ) as client:
+            response = await client.post("/v1/episodes", json={"env_id": spec.id})
+            assert response.status_code == 201
+            yield Envhost(client, switch, response.json()["id"])
 
 
-async def test_fast_and_sdk_paths_give_the_same_reply(
-    database_url: str, envhost_settings: Settings
+def assert_same(fast: httpx.Response, sdk: httpx.Response) -> None:
+    assert fast.status_code == sdk.status_code
+    assert fast.headers.get("content-type") == sdk.headers.get("content-type")
+    assert fast.headers.get("content-length") == sdk.headers.get("content-length")
+    if sdk.headers.get("content-type") == "application/json":
+        assert fast.json() == sdk.json()
+    else:
+        assert fast.content == sdk.content
+
+
+SERVED = [
+    pytest.param("get_city_id", {"name": "Paris"}, 7, None, id="valid"),
+    pytest.param("get_city_id", {"name": "Paris"}, "call-1", None, id="string-id"),
+    pytest.param(
+        "get_city_id", {"name": "Atlantis"}, 7, "unknown city 'Atlantis'", id="tool-error"
+    ),
+    pytest.param("get_city_id", {"nom": "Paris"}, 7, "invalid arguments", id="missing-argument"),
+    pytest.param("get_city_id", {"name": 3}, 7, "3 is not of type 'string'", id="wrong-type"),
+    pytest.param("get_city_id", {"name": True}, 7, "invalid arguments", id="bool-for-string"),
+    pytest.param("get_city_id", None, 7, "'name' is a required property", id="no-arguments"),
+    pytest.param(
+        "get_forecast", {"city_id": "c-75", "days": 0}, 7, "less than the minimum", id="minimum"
+    ),
+    # Valid (an integral float is an integer); the tool then fails, before its state changes.
+    pytest.param(
+        "get_forecast", {"city_id": "c-00", "days": 2.0}, 7, "no forecast", id="integral-float"
+    ),
+    pytest.param("get_weather", {"city": "Paris"}, 7, "unknown tool", id="unknown-tool"),
+]
+
+
+@pytest.mark.parametrize(("tool", "arguments", "request_id", "error"), SERVED)
+async def test_served_calls_get_the_sdks_reply(
+    tool: str, arguments: Any, request_id: Any, error: str | None, envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    await register(database_url, spec)
-    async with envhost_app(envhost_settings()) as (client, counter):
-        response = await client.post("/v1/episodes", json={"env_id": spec.id})
-        path = f"/episodes/{response.json()['id']}/mcp"
-        replies = []
-        for arguments in ({"name": "Paris"}, {"name": "Atlantis"}, {"nom": "Paris"}):
-            body = call_body("get_city_id", arguments)
-            fast = await client.post(path, json=body, headers=call_headers("get_city_id"))
-            # An Mcp-Param-* header sends the same call through the SDK (nothing declares it).
-            sdk_headers = call_headers("get_city_id", **{"Mcp-Param-Unused": "x"})
-            sdk = await client.post(path, json=body, headers=sdk_headers)
-            assert (fast.status_code, sdk.status_code) == (200, 200)
-            assert fast.headers["content-type"] == sdk.headers["content-type"]
-            assert fast.json() == sdk.json()  # the same JSON-RPC response (key order aside)
-            replies.append(mcp_types.CallToolResult.model_validate(fast.json()["result"]))
-        assert counter.served == 3
-        log = (await client.get(f"/v1/episodes/{response.json()['id']}")).json()
-    assert [call["seq"] for call in log["calls"]] == list(range(6))  # both paths recorded
-    assert replies[0].structured_content == {"city_id": "c-75"}
-    assert replies[1].is_error
-    assert replies[2].is_error
-    assert "invalid arguments for get_city_id" in replies[2].content[0].text  # type: ignore[union-attr]
+    async with envhost_app(envhost_settings()) as host:
+        body = call_body(tool, arguments, request_id)
+        fast, sdk = await host.both(host.path, json=body, headers=call_headers(tool))
+        assert host.switch.served == 1
+        assert_same(fast, sdk)
+        assert fast.status_code == 200
+        result = mcp_types.CallToolResult.model_validate(fast.json()["result"])
+        log = (await host.client.get(f"/v1/episodes/{host.episode_id}")).json()
+    assert [call["tool_name"] for call in log["calls"]] == [tool, tool]  # both journaled
+    assert result.is_error == (error is not None)
+    if error is not None:
+        assert error in result.content[0].text  # type: ignore[union-attr]
 
 
+def body_with(**changes: Any) -> dict[str, Any]:
+    body = call_body("get_city_id", {"name": "Paris"})
+    for key, value in changes.items():
+        if key == "meta":
+            body["params"]["_meta"] = value
+        elif key == "params":
+            body["params"] = value
+        else:
+            body[key] = value
+    return body
+
+
+META = {mcp_types.PROTOCOL_VERSION_META_KEY: VERSION, mcp_types.CLIENT_CAPABILITIES_META_KEY: {}}
+PARSE = {"content": b"{not json"}
+HANDED_OVER = [
+    pytest.param({"accept": "text/html"}, {}, id="wrong-accept"),
+    pytest.param({"accept": "text/event-stream"}, {}, id="sse-only-accept"),
+    pytest.param({"content-type": "text/plain"}, {}, id="wrong-content-type"),
+    pytest.param({"host": "evil.example"}, {}, id="bad-host"),
+    pytest.param({"origin": "http://evil.example"}, {}, id="bad-origin"),
+    pytest.param({MCP_PROTOCOL_VERSION_HEADER: None}, {}, id="no-protocol-header"),
+    pytest.param({MCP_PROTOCOL_VERSION_HEADER: "2025-11-25"}, {}, id="old-protocol-header"),
+    pytest.param({MCP_PROTOCOL_VERSION_HEADER: "2099-01-01"}, {}, id="unknown-protocol"),
+    pytest.param({MCP_NAME_HEADER: "get_forecast"}, {}, id="name-mismatch"),
+    pytest.param({MCP_METHOD_HEADER: "tools/list"}, {}, id="method-header-mismatch"),
+    pytest.param({"mcp-session-id": "abc"}, {}, id="session-id"),
+    pytest.param({}, PARSE, id="malformed-json"),
+    pytest.param({}, {"json": [call_body("get_city_id", {})]}, id="batch"),
+    pytest.param({}, {"json": body_with(jsonrpc="1.0")}, id="wrong-jsonrpc"),
+    pytest.param({}, {"json": body_with(id=True)}, id="bool-id"),
+    pytest.param({}, {"json": body_with(id=None)}, id="null-id"),
+    pytest.param({}, {"json": body_with(extra=1)}, id="extra-member"),
+    pytest.param({}, {"json": body_with(method="tools/list")}, id="method-mismatch"),
+    pytest.param({}, {"json": body_with(meta=None)}, id="no-meta"),
+    pytest.param({}, {"json": body_with(meta={"x": 1})}, id="meta-without-envelope"),
+    pytest.param(
+        {},
+        {"json": body_with(meta={**META, mcp_types.PROTOCOL_VERSION_META_KEY: "2025-11-25"})},
+        id="meta-version-mismatch",
+    ),
+    pytest.param(
+        {MCP_PROTOCOL_VERSION_HEADER: "2099-01-01"},
+        {"json": body_with(meta={**META, mcp_types.PROTOCOL_VERSION_META_KEY: "2099-01-01"})},
+        id="unsupported-protocol",
+    ),
+    pytest.param(
+        {},
+        {"json": body_with(meta={**META, mcp_types.CLIENT_CAPABILITIES_META_KEY: 3})},
+        id="bad-capabilities",
+    ),
+    pytest.param(
+        {},
+        {"json": body_with(meta={**META, mcp_types.CLIENT_INFO_META_KEY: {"name": "x"}})},
+        id="bad-client-info",
+    ),
+    pytest.param(
+        {},
+        {"json": body_with(params={"name": "get_city_id", "arguments": [1], "_meta": META})},
+        id="arguments-not-object",
+    ),
+    pytest.param(
+        {},
+        {"json": body_with(params={"name": 3, "_meta": META})},
+        id="name-not-string",
+    ),
+]
+
+
+@pytest.mark.parametrize(("headers", "request_body"), HANDED_OVER)
 async def test_requests_it_does_not_serve_get_the_sdks_answer(
-    database_url: str, envhost_settings: Settings
+    headers: dict[str, str | None], request_body: dict[str, Any], envhost_settings: Settings
 ) -> None:
-    spec = weather_spec()
-    await register(database_url, spec)
-    async with envhost_app(envhost_settings()) as (client, counter):
-        response = await client.post("/v1/episodes", json={"env_id": spec.id})
-        path = f"/episodes/{response.json()['id']}/mcp"
+    async with envhost_app(envhost_settings()) as host:
+        sent = {
+            key: value
+            for key, value in (call_headers("get_city_id") | headers).items()
+            if value is not None
+        }
+        request = request_body or {"json": call_body("get_city_id", {"name": "Paris"})}
+        fast, sdk = await host.both(host.path, headers=sent, **request)
+        assert host.switch.served == 0
+        assert_same(fast, sdk)
+
+
+async def test_calls_with_uncommon_envelopes_are_served_after_the_sdks_schema_check(
+    envhost_settings: Settings,
+) -> None:
+    """Capabilities, progress tokens or no client info: valid, checked by the SDK's schema."""
+    metas = [
+        META,
+        {**META, mcp_types.CLIENT_CAPABILITIES_META_KEY: {"roots": {}}},
+        {**META, "progressToken": "p-1"},
+        {**META, mcp_types.CLIENT_INFO_META_KEY: {"name": "x", "version": "1", "title": "X"}},
+    ]
+    async with envhost_app(envhost_settings()) as host:
+        for meta in metas:
+            body = body_with(meta=meta)
+            fast, sdk = await host.both(host.path, json=body, headers=call_headers("get_city_id"))
+            assert_same(fast, sdk)
+            assert fast.json()["result"]["structuredContent"] == {"city_id": "c-75"}
+        assert host.switch.served == len(metas)
+
+
+async def test_unknown_episodes_get_the_sdks_answer(envhost_settings: Settings) -> None:
+    async with envhost_app(envhost_settings()) as host:
         body = call_body("get_city_id", {"name": "Paris"})
-        mismatch = await client.post(path, json=body, headers=call_headers("get_forecast"))
-        assert mismatch.status_code == 400
-        assert mismatch.json()["error"]["code"] == mcp_types.HEADER_MISMATCH
-        bad_host = await client.post(
-            path, json=body, headers=call_headers("get_city_id", host="evil.example")
-        )
-        assert bad_host.status_code == 421
-        not_json = await client.post(
-            path, content=b"{not json", headers=call_headers("get_city_id")
-        )
-        assert not_json.status_code == 400
-        assert not_json.json()["error"]["code"] == mcp_types.PARSE_ERROR
-        missing = await client.post(
+        fast, sdk = await host.both(
             "/episodes/ep_missing/mcp", json=body, headers=call_headers("get_city_id")
         )
-        assert missing.status_code == 200
-        result = mcp_types.CallToolResult.model_validate(missing.json()["result"])
-        assert result.is_error
-        assert "ep_missing" in result.content[0].text  # type: ignore[union-attr]
-        assert counter.served == 0
+        assert host.switch.served == 0
+    assert_same(fast, sdk)
+    result = mcp_types.CallToolResult.model_validate(fast.json()["result"])
+    assert result.is_error
+    assert "ep_missing" in result.content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "served"),
+    [(None, False), ("Bearer wrong", False), ("Basic s3cret", False), ("bearer s3cret", True)],
+)
+async def test_bearer_token(
+    authorization: str | None, served: bool, envhost_settings: Settings
+) -> None:
+    settings = envhost_settings(api_token="s3cret")
+    async with envhost_app(settings, authorization="Bearer s3cret") as host:
+        headers = call_headers("get_city_id")
+        if authorization is not None:
+            headers["authorization"] = authorization
+        else:
+            host.client.headers.pop("authorization")
+        body = call_body("get_city_id", {"name": "Paris"})
+        fast, sdk = await host.both(host.path, json=body, headers=headers)
+        assert host.switch.served == int(served)
+    assert_same(fast, sdk)
+    assert fast.status_code == (200 if served else 401)
+
+
+async def test_served_calls_are_counted_in_the_metrics(envhost_settings: Settings) -> None:
+    async with envhost_app(envhost_settings()) as host:
+        body = call_body("get_city_id", {"name": "Paris"})
+        await host.both(host.path, json=body, headers=call_headers("get_city_id"))
+        metrics = (await host.client.get("/metrics")).text
+    line = (
+        'astra_http_requests_total{method="POST",route="/episodes/{episode_id}/mcp",'
+        'service="envhost",status="200"} 2.0'
+    )
+    assert line in metrics  # one call answered by the fast path, one by the SDK
+
+
+SCHEMAS = [
+    {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+    {"type": "object", "properties": {"a": {"type": "integer", "description": "n"}}},
+    {"type": "object", "properties": {"a": {"type": "number"}}, "additionalProperties": False},
+    {"type": "object", "properties": {"a": {"type": ["boolean", "null"]}, "b": {}}},
+    {"type": "object", "properties": {"a": {"type": "array"}, "b": {"type": "object"}}},
+]
+VALUES = [None, True, False, 0, 1, 1.0, 1.5, -2, "", "x", [], [1], {}, {"k": 1}]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_argument_shapes_never_accept_what_the_validator_refuses(schema: dict[str, Any]) -> None:
+    validator = Draft202012Validator(schema)
+    shape = argument_shape(validator)
+    assert shape is not None
+    cases: list[dict[str, Any]] = [{}, {"other": 1}]
+    cases += [{"a": value} for value in VALUES]
+    cases += [{"a": value, "b": other} for value in VALUES for other in VALUES]
+    for arguments in cases:
+        assert shape.accepts(arguments) == (not argument_errors(validator, arguments)), arguments
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}},
+        {"type": "object", "properties": {"a": {"enum": ["x"]}}},
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}, "$defs": {"a": {}}},
+        {"type": "object", "patternProperties": {"^a": {"type": "string"}}},
+        {"properties": {"a": {"type": "string"}}},
+    ],
+)
+def test_other_schemas_have_no_shape(schema: dict[str, Any]) -> None:
+    assert argument_shape(Draft202012Validator(schema)) is None
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -166,15 +372,8 @@ async def test_sdk_clients_in_both_modes(
 ) -> None:
     spec = weather_spec()
     await register(database_url, spec)
-    settings = envhost_settings()
-    app = create_app(settings)
-    endpoint = next(
-        route.app
-        for route in app.router.routes
-        if isinstance(route, Route) and isinstance(route.app, MCPEndpoint)
-    )
-    counter = CountingFastPath(endpoint.fast_path)
-    endpoint.fast_path = counter  # type: ignore[assignment]
+    app = create_app(envhost_settings())
+    switch = FastPathSwitch(app.state.tool_call_fast_path)
     async with app.router.lifespan_context(app):
         transport = httpx2.ASGITransport(app=app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
@@ -188,4 +387,4 @@ async def test_sdk_clients_in_both_modes(
     assert second.structured_content is not None
     assert (first.structured_content["lookups"], second.structured_content["lookups"]) == (1, 2)
     assert second.structured_content["days"] == 2
-    assert counter.served == (2 if mode == "auto" else 0)
+    assert switch.served == (2 if mode == "auto" else 0)

@@ -136,3 +136,27 @@ async def test_a_refused_bulk_write_drops_only_itself(
             with pytest.raises(NotFoundError):
                 await repos.episodes.get("ep_2")
     assert [c.seq for c in kept.calls] == [0, 1]
+
+
+async def test_a_large_run_split_into_statements_writes_every_row_in_order(
+    database_url: str,
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with Database(database_url) as database:
+        # Small parts, so 7 creations and 21 calls take two statements of each kind.
+        journal = EpisodeJournal(database, rows_per_statement=3, statements_per_run=2)
+        ids = [f"ep_split_{i}" for i in range(7)]
+        for episode_id in ids:
+            journal.add(EpisodeCreated(episode(episode_id, spec.id), None))
+        for seq in range(3):
+            for episode_id in ids:
+                journal.add(CallRecorded(episode_id, call(seq)))
+        assert [len(part) for part in journal._statements(list(range(21)))] == [11, 10]
+        await journal.flush()
+        assert journal.pending == []
+        async with database.transaction() as repos:
+            episodes = [await repos.episodes.get(episode_id) for episode_id in ids]
+    for stored in episodes:
+        assert [c.seq for c in stored.calls] == [0, 1, 2]
+        assert stored.last_active_at == stored.calls[2].at

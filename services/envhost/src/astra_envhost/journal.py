@@ -2,10 +2,18 @@
 
 Episode creation, calls, turns, states and rewards are queued in order and written in one
 transaction per flush (every ``interval`` seconds, and on demand). New episodes and calls, the
-bulk of the writes, go in as multi-row statements: per flush one ``INSERT`` of the episodes
-created since the last flush, one of the calls and one batched ``UPDATE`` of the episodes'
-activity, instead of several statements per call. A failed flush keeps its operations and is
-retried, so nothing is lost while the database is briefly unavailable.
+bulk of the writes, go in as multi-row statements: one ``INSERT`` of the episodes created since
+the last flush, one of the calls and one batched ``UPDATE`` of the episodes' activity, instead
+of several statements per call. A failed flush keeps its operations and is retried, so nothing
+is lost while the database is briefly unavailable.
+
+A flush of many rows is split into a few statements of at least ``rows_per_statement`` rows:
+a statement's rows (and the driver's copies of them) are alive together while it runs, and
+thousands of them outlive enough young-generation collections to be promoted to the oldest
+one; though they die right after, they make the interpreter collect every live object (the
+episodes' call logs included) in full more often. At most ``statements_per_run`` statements
+per kind keep the flush's round trips through a busy event loop few, so the journal keeps up
+with any call rate.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -24,12 +33,13 @@ from astra_proto import Episode, ToolCallRecord
 log = logging.getLogger(__name__)
 
 Operation = Callable[[Repositories], Awaitable[None]]
+Row = TypeVar("Row")
 
 REFUSED = (DatabaseError, IntegrityError)
 """Errors meaning the database refuses a write for good (retrying would fail the same way)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EpisodeCreated:
     """Store a new episode (an ``Operation``; consecutive ones are written in bulk)."""
 
@@ -40,7 +50,7 @@ class EpisodeCreated:
         await repos.episodes.create(self.episode, owner_url=self.owner_url)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallRecorded:
     """Store one call of an episode (an ``Operation``; consecutive ones are written in bulk)."""
 
@@ -57,6 +67,8 @@ class EpisodeJournal:
 
     database: Database
     interval: float = 0.5
+    rows_per_statement: int = 500
+    statements_per_run: int = 4
     pending: list[Operation] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -92,8 +104,10 @@ class EpisodeJournal:
             calls: list[tuple[str, ToolCallRecord]] = []
 
             async def write_run() -> None:
-                await repos.episodes.create_many(created)
-                await repos.episodes.record_calls_of_episodes(calls)
+                for new_episodes in self._statements(created):
+                    await repos.episodes.create_many(new_episodes)
+                for new_calls in self._statements(calls):
+                    await repos.episodes.record_calls_of_episodes(new_calls)
                 created.clear()
                 calls.clear()
 
@@ -106,6 +120,11 @@ class EpisodeJournal:
                     await write_run()
                     await operation(repos)
             await write_run()
+
+    def _statements(self, rows: list[Row]) -> list[list[Row]]:
+        """``rows`` in consecutive parts, one per statement (see the module doc)."""
+        size = max(self.rows_per_statement, -(-len(rows) // self.statements_per_run))
+        return [rows[start : start + size] for start in range(0, len(rows), size)]
 
     async def _apply_one_by_one(self, batch: list[Operation]) -> None:
         for index, operation in enumerate(batch):

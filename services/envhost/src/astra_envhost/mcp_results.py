@@ -7,6 +7,9 @@ from typing import Any
 
 import mcp_types as types
 
+# json.dumps(result, ensure_ascii=False, allow_nan=False), without building an encoder per call.
+_text = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
 
 def tool_result(result: Any, error: str | None) -> types.CallToolResult:
     """An MCP result: JSON text for the model, the structured output for programs."""
@@ -34,7 +37,7 @@ def call_tool_result(result: Any, error: str | None) -> dict[str, Any]:
             "resultType": "complete",
         }
     try:
-        text = json.dumps(result, ensure_ascii=False, allow_nan=False)
+        text = _text(result)
     except (TypeError, ValueError, RecursionError):
         dumped: dict[str, Any] = tool_result(result, None).model_dump(
             by_alias=True, mode="json", exclude_none=True

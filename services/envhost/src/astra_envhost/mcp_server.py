@@ -34,7 +34,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from astra_envhost import __version__
 from astra_envhost.episodes import CapacityError, EpisodeError, EpisodeManager, LiveEpisode
-from astra_envhost.fast_path import ToolCallFastPath
 from astra_envhost.mcp_results import tool_result
 from astra_envhost.registry import UnknownEnvironment
 from astra_proto import EpisodeRequest
@@ -113,7 +112,11 @@ def security_settings(allowed_hosts: Iterable[str]) -> TransportSecuritySettings
 
 
 class MCPEndpoint:
-    """ASGI app in front of the session manager: auth, and episode identity for /envs paths."""
+    """ASGI app in front of the session manager: auth, and episode identity for /envs paths.
+
+    ``tools/call`` requests on ``/episodes/{id}/mcp`` are mostly answered before they get here,
+    by the app's ``ToolCallFastPathMiddleware``; whatever it does not serve comes here.
+    """
 
     def __init__(
         self,
@@ -122,12 +125,6 @@ class MCPEndpoint:
         api_token: str | None,
     ) -> None:
         self.app = StreamableHTTPASGIApp(session_manager)
-        self.fast_path = ToolCallFastPath(
-            manager,
-            session_manager.security_settings,
-            session_manager.max_request_body_size,
-            session_manager.app.server_info_stamp,
-        )
         self.manager = manager
         self.api_token = api_token
         self.sessions: dict[str, str] = {}  # legacy Mcp-Session-Id → episode id
@@ -143,11 +140,6 @@ class MCPEndpoint:
             await response(scope, receive, send)
             return
         if "env_id" not in request.path_params or scope["type"] != "http":
-            if "episode_id" in request.path_params and scope["type"] == "http":
-                fallback = await self.fast_path.serve(scope, receive, send)
-                if fallback is None:
-                    return
-                receive = fallback
             await self.app(scope, receive, send)
             return
         await self._serve_environment(request, scope, receive, send)
