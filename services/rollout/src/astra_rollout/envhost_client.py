@@ -19,6 +19,7 @@ import httpx
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
 from astra_proto import Episode, EpisodeRequest, RewardBreakdown, ScoreRequest, ToolSpec
@@ -114,7 +115,13 @@ class McpToolSession:
                 return tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
-        result = await self._client.call_tool(name, arguments)
+        """The call's result; a protocol error the server answers for this call (e.g. an
+        unknown tool on a server that reports it so, not as a tool error) is the call's
+        error result too, as envhost itself answers it."""
+        try:
+            result = await self._client.call_tool(name, arguments)
+        except MCPError as exc:
+            return ToolOutcome(text=f"Error: {exc}", is_error=True)
         return ToolOutcome(text=result_text(result), is_error=bool(result.is_error))
 
 

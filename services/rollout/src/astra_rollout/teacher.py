@@ -30,7 +30,6 @@ import httpx
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec, Trajectory
@@ -240,23 +239,6 @@ class EmulatedSession:
         return ToolOutcome(text=json.dumps(output, ensure_ascii=False), is_error=False)
 
 
-class ProtocolErrorsAsResults:
-    """A ``ToolSession`` that answers an MCP protocol error of a call (e.g. an unknown tool on
-    an external server) with an error result, as envhost itself does, instead of failing."""
-
-    def __init__(self, session: ToolSession) -> None:
-        self._session = session
-
-    async def list_tools(self) -> list[ToolSpec]:
-        return await self._session.list_tools()
-
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
-        try:
-            return await self._session.call_tool(name, arguments)
-        except MCPError as exc:
-            return ToolOutcome(text=f"Error: {exc}", is_error=True)
-
-
 @dataclass
 class ServerEpisodes:
     """The ``EpisodeBackend`` of one teacher trajectory on one server (no verifier)."""
@@ -303,7 +285,7 @@ class ServerEpisodes:
             httpx2.AsyncClient(headers=self.mcp_headers, timeout=MCP_TIMEOUT) as own,
             Client(streamable_http_client(server.url, http_client=own)) as client,
         ):
-            yield ProtocolErrorsAsResults(McpToolSession(client))
+            yield McpToolSession(client)
 
     async def advance_turn(self, episode: Episode) -> int:
         self.turn += 1

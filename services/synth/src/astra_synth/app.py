@@ -19,6 +19,7 @@ from astra_synth.emulate_api import emulate_router
 from astra_synth.environments import environments_router
 from astra_synth.jobs.api import jobs_router
 from astra_synth.jobs.executor import EnvironmentExecutor
+from astra_synth.llm_endpoint import ChatModels
 from astra_synth.settings import SynthSettings
 from astra_synth.toolsets_api import toolsets_router
 from astra_synth.trajectories.store import TrajectoryStore
@@ -43,6 +44,7 @@ def create_app(settings: SynthSettings) -> FastAPI:
     database = Database(settings.database_url)
     celery_app = create_celery_app(settings)
     broker = aioredis.Redis.from_url(settings.redis_url)
+    chat_models = ChatModels(settings)
     app = create_service_app(
         service="synth",
         version=__version__,
@@ -55,9 +57,9 @@ def create_app(settings: SynthSettings) -> FastAPI:
             jobs_router(database, celery_app, settings, bearer_auth(settings)),
             datasets_router(TrajectoryStore(settings.data_dir)),
             toolsets_router(TrajectoryStore(settings.data_dir), bearer_auth(settings)),
-            emulate_router(settings, bearer_auth(settings)),
+            emulate_router(chat_models, bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
-        lifespan=closing_lifespan(database.dispose, broker.aclose),
+        lifespan=closing_lifespan(database.dispose, broker.aclose, chat_models.aclose),
     )
     return mount_console(app, database, settings)

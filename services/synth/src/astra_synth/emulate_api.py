@@ -13,9 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import ToolSpec
 from astra_synth.llm import LLMError
-from astra_synth.llm_endpoint import chat_model
+from astra_synth.llm_endpoint import ChatModels
 from astra_synth.llm_pipeline.ask import Unparseable
-from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.emulator import HISTORY, EmulatedCall, ToolEmulator
 from astra_synth.trajectories.models import ToolServer
 
@@ -70,8 +69,9 @@ class EmulateReply(_Strict):
     injected: bool = False
 
 
-def emulate_router(settings: SynthSettings, auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    """The emulator route (it spends LLM calls: the bearer token protects it when set)."""
+def emulate_router(models: ChatModels, auth: Callable[..., Awaitable[None]]) -> APIRouter:
+    """The emulator route (it spends LLM calls: the bearer token protects it when set); the
+    chat models come from ``models``, open for the app's life."""
     router = APIRouter(tags=["trajectories"])
 
     @router.post(
@@ -88,16 +88,15 @@ def emulate_router(settings: SynthSettings, auth: Callable[..., Awaitable[None]]
             tools=body.server.tools,
         )
         try:
-            async with chat_model(settings, body.llm_base_url, body.llm_model) as llm:
-                emulator = ToolEmulator(
-                    llm,
-                    server,
-                    failure_rate=body.failure_rate,
-                    seed=body.seed,
-                    history=history,
-                    earlier_calls=body.index - len(history),
-                )
-                call = await emulator.call(body.tool, body.arguments)
+            emulator = ToolEmulator(
+                models.get(body.llm_base_url, body.llm_model),
+                server,
+                failure_rate=body.failure_rate,
+                seed=body.seed,
+                history=history,
+                earlier_calls=body.index - len(history),
+            )
+            call = await emulator.call(body.tool, body.arguments)
         except Unparseable as exc:
             detail = f"the emulator's LLM reply was unusable: {exc}"
             raise HTTPException(502, detail=detail) from None

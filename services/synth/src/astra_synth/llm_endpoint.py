@@ -33,3 +33,26 @@ def chat_model(
         max_retries=settings.llm_max_retries,
         cache=LLMCache(Path(settings.data_dir) / "llm-cache"),
     )
+
+
+class ChatModels:
+    """Open chat models kept per (base URL, model), so a route answering many requests (the
+    tool emulator) reuses one HTTP client each instead of building one per request."""
+
+    def __init__(self, settings: SynthSettings) -> None:
+        self.settings = settings
+        self._models: dict[tuple[str, str], OpenAIChatModel] = {}
+
+    def get(self, base_url: str | None = None, model: str | None = None) -> OpenAIChatModel:
+        """The open model for these (default: the settings'); ``NoLLMConfigured`` or
+        ``ValueError`` (a base URL that is not http(s)) as ``chat_model`` raises them."""
+        key = (base_url or self.settings.llm_base_url, model or self.settings.llm_model)
+        if key not in self._models:
+            self._models[key] = chat_model(self.settings, *key)
+        return self._models[key]
+
+    async def aclose(self) -> None:
+        """Close every model's connections."""
+        models, self._models = list(self._models.values()), {}
+        for model in models:
+            await model.aclose()

@@ -70,10 +70,11 @@ def jobs_router(
 ) -> APIRouter:
     """Routes of synthesis jobs."""
     router = APIRouter(prefix="/jobs", tags=["jobs"])
+    store = TrajectoryStore(settings.data_dir)
 
     def known_toolset(toolset_id: str) -> None:
         try:
-            TrajectoryStore(settings.data_dir).load_toolset(toolset_id)
+            store.load_toolset(toolset_id)
         except KeyError:
             raise HTTPException(
                 404, detail=f"no toolset {toolset_id!r} (register it with POST /v1/toolsets)"
@@ -102,8 +103,7 @@ def jobs_router(
         if source != "procedural":
             needs_llm(body.llm_base_url, f"source {source!r}")
             check_pipeline_settings(body.pipeline)
-        params = body.model_dump(mode="json", exclude_none=True) | {"source": source}
-        return await submit(JobKind.ENVIRONMENTS, params, ENVIRONMENT_JOB_TASK)
+        return await submit(JobKind.ENVIRONMENTS, body, ENVIRONMENT_JOB_TASK, source=source)
 
     @router.post(
         "/datasets",
@@ -112,9 +112,7 @@ def jobs_router(
         summary="Start a dataset job (gold SFT trajectories of registered environments)",
     )
     async def start_dataset_job(body: DatasetJobRequest) -> SynthesisJob:
-        return await submit(
-            JobKind.TRAJECTORIES, body.model_dump(mode="json", exclude_none=True), DATASET_JOB_TASK
-        )
+        return await submit(JobKind.TRAJECTORIES, body, DATASET_JOB_TASK)
 
     @router.post(
         "/tasks",
@@ -125,9 +123,7 @@ def jobs_router(
     async def start_task_job(body: TaskJobRequest) -> SynthesisJob:
         known_toolset(body.toolset_id)
         needs_llm(body.llm_base_url, "task synthesis")
-        return await submit(
-            JobKind.TASKS, body.model_dump(mode="json", exclude_none=True), TASK_JOB_TASK
-        )
+        return await submit(JobKind.TASKS, body, TASK_JOB_TASK)
 
     @router.post(
         "/trajectories",
@@ -140,21 +136,19 @@ def jobs_router(
         needs_llm(body.llm_base_url, "the task pipeline, the tool emulator and the judge")
         if body.tasks == "stored":
             try:
-                TrajectoryStore(settings.data_dir).load_tasks(body.toolset_id)
+                store.load_tasks(body.toolset_id)
             except KeyError:
                 raise HTTPException(
                     409,
                     detail=f"toolset {body.toolset_id!r} has no stored tasks: run a tasks job "
                     "first (POST /v1/jobs/tasks), or ask for tasks: synthesize",
                 ) from None
-        return await submit(
-            JobKind.TRAJECTORIES,
-            body.model_dump(mode="json", exclude_none=True),
-            TRAJECTORY_JOB_TASK,
-        )
+        return await submit(JobKind.TRAJECTORIES, body, TRAJECTORY_JOB_TASK)
 
-    async def submit(kind: JobKind, params: dict[str, Any], task: str) -> SynthesisJob:
-        """Store the job, then queue it (a queue failure marks it failed and answers 503)."""
+    async def submit(kind: JobKind, body: BaseModel, task: str, **extra: Any) -> SynthesisJob:
+        """Store the job (its parameters: ``body`` and ``extra``), then queue it (a queue
+        failure marks it failed and answers 503)."""
+        params = body.model_dump(mode="json", exclude_none=True) | extra
         now = datetime.now(UTC)
         job = SynthesisJob(
             id=f"job_{uuid.uuid4().hex}", kind=kind, params=params, created_at=now, updated_at=now

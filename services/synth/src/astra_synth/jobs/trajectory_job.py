@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from astra_proto import JobState, StageProgress, Trajectory
+from astra_proto import FinishReason, JobState, StageProgress, Trajectory
 from astra_synth.jobs.lifecycle import RunningJob, run_job
 from astra_synth.jobs.progress import JobCancelled
 from astra_synth.jobs.requests import TaskJobRequest, TrajectoryJobRequest
@@ -111,9 +111,11 @@ async def _trajectory_job(job: RunningJob) -> None:
 
     trajectories = await _play(job, request, toolset, tasks)
 
-    finished = [t for t in trajectories if t.finish_reason.value == "final_answer"]
+    finished: list[Trajectory] = []
     for trajectory in trajectories:
-        if trajectory.finish_reason.value != "final_answer":
+        if trajectory.finish_reason == FinishReason.FINAL_ANSWER:
+            finished.append(trajectory)
+        else:
             job.progress.reject("trajectories", f"finish:{trajectory.finish_reason.value}")
     job.progress.set_total("judged", len(finished))
     async with chat_model(job.settings, request.llm_base_url, request.llm_model) as llm:
