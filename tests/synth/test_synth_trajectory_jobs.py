@@ -183,8 +183,10 @@ async def test_tasks_then_teacher_trajectories_judged_and_exported(
         judged = job["result"]["judge"]
         assert judged["graded"] == 6
         assert judged["dimensions"]["planning"]["counts"] == {"0.0": 4, "1.0": 2}
+        # The four document-only trajectories make the same calls with the same recent calls:
+        # the LLM cache answers repeats, so 2 to 8 of them reach the LLM, by timing.
         emulate_calls = [p for stage_, p in chat.requests if stage_ == "emulate"]
-        assert len(emulate_calls) == 8
+        assert 2 <= len(emulate_calls) <= 8
         assert emulate_calls[0]["server"] == "weather-docs"
 
         manifest = (await http.get("/v1/datasets/teacher-test")).json()
