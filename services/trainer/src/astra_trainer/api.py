@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import ValidationError
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from astra_common.service import bearer_auth
 from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.run_files import RunStatus, read_metrics
-from astra_trainer.runs import RunManager, RunNotFoundError
+from astra_trainer.runs import RunLimitError, RunManager, RunNotFoundError
 from astra_trainer.settings import TrainerSettings
 from astra_trainer.sft import SFTRunConfig
 from astra_trainer.sft_data import DatasetFormatError, dataset_files
@@ -24,6 +24,13 @@ def _validated(model: Any, values: dict[str, Any]) -> Any:
         raise HTTPException(
             422, detail=exc.errors(include_url=False, include_context=False, include_input=False)
         ) from exc
+
+
+def _start(runs: RunManager, run_id: str, kind: Literal["sft", "grpo"], config: Any) -> RunStatus:
+    try:
+        return runs.start(run_id, kind, config)
+    except RunLimitError as exc:
+        raise HTTPException(429, detail=str(exc)) from exc
 
 
 def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
@@ -46,7 +53,7 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
             dataset_files(Path(config.dataset))
         except DatasetFormatError as exc:
             raise HTTPException(400, detail=str(exc)) from exc
-        return runs.start(run_id, "sft", config)
+        return _start(runs, run_id, "sft", config)
 
     @router.post("/runs/grpo", status_code=202, dependencies=write, summary="Start a GRPO consumer")
     async def start_grpo(
@@ -63,7 +70,7 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
             **body,
             "run_dir": run_dir,
         }
-        return runs.start(run_id, "grpo", _validated(GRPOConfig, values))
+        return _start(runs, run_id, "grpo", _validated(GRPOConfig, values))
 
     @router.get("/runs", summary="Every run")
     async def list_runs() -> list[RunStatus]:

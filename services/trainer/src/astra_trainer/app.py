@@ -32,7 +32,11 @@ def policy_router(redis_client: aioredis.Redis) -> APIRouter:
 def create_app(settings: TrainerSettings) -> FastAPI:
     """Build the trainer app."""
     redis_client = aioredis.Redis.from_url(settings.redis_url)
-    runs = RunManager(settings.checkpoint_dir, settings.model_dir)
+    runs = RunManager(
+        settings.checkpoint_dir,
+        settings.model_dir,
+        max_concurrent_runs=settings.max_concurrent_runs,
+    )
 
     async def stop_runs() -> None:
         runs.close()

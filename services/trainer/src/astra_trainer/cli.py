@@ -3,7 +3,8 @@
 ``python -m astra_trainer.cli sft --config run.json`` and ``... grpo --config run.json`` run
 one SFT or GRPO run in this process from a JSON config (``SFTRunConfig`` / ``GRPOConfig``).
 SIGTERM or SIGINT stop a GRPO run after the step in progress (its entries acked) and exit 0.
-Exit codes: 0 done, 2 bad config or input, 1 training failed.
+Exit codes: 0 done, 2 bad config or input, 1 training failed (its traceback is logged, and
+``status.json`` in the run directory holds the reason).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import signal
 import sys
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from astra_trainer.grpo.config import GRPOConfig
-from astra_trainer.grpo.runner import GRPORunner
+from astra_trainer.grpo.runner import GRPORunner, stream_redis_client
 from astra_trainer.models import ModelStore, ModelStoreError
 from astra_trainer.run_files import RunStatus
 from astra_trainer.sft import SFTResult, SFTRunConfig, run_sft
@@ -40,7 +40,7 @@ async def grpo(config: GRPOConfig, model_dir: Path = DEFAULT_MODEL_DIR) -> RunSt
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    redis = aioredis.Redis.from_url(config.redis_url)
+    redis = stream_redis_client(config)
     try:
         return await GRPORunner(config, redis, ModelStore(model_dir)).run(stop)
     finally:
@@ -60,21 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         raw = json.loads(args.config.read_text())
         raw.pop("kind", None)
-        if args.kind == "sft":
-            result = sft(SFTRunConfig.model_validate(raw), args.model_dir)
-            print(result.model_dump_json())
+        config = (SFTRunConfig if args.kind == "sft" else GRPOConfig).model_validate(raw)
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        print(f"astra-trainer: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if isinstance(config, SFTRunConfig):
+            print(sft(config, args.model_dir).model_dump_json())
         else:
-            status = asyncio.run(grpo(GRPOConfig.model_validate(raw), args.model_dir))
-            print(status.model_dump_json())
-    except (
-        OSError,
-        json.JSONDecodeError,
-        ValidationError,
-        DatasetFormatError,
-        ModelStoreError,
-    ) as exc:
+            print(asyncio.run(grpo(config, args.model_dir)).model_dump_json())
+    except (DatasetFormatError, ModelStoreError) as exc:
         print(f"astra-trainer: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # The run logged its traceback and wrote the reason into status.json.
+        print(
+            f"astra-trainer: {args.kind} run failed: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 1
     return 0
 
 

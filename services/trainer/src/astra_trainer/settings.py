@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from astra_common.settings import ServiceSettings
@@ -28,3 +29,8 @@ class TrainerSettings(ServiceSettings):
 
     policy_base_url: str = ""
     """Policy server to push new weights to; empty means the embedded one."""
+
+    max_concurrent_runs: int = Field(default=2, ge=1)
+    """How many training runs may run at once; more are refused with 429. A run is one
+    process of ~1.6 GB with the default model (more with bigger ones): two fit one SFT run
+    and one GRPO consumer, or a stopped run finishing its step while the next one starts."""

@@ -9,6 +9,7 @@ record per logged step in ``<run_dir>/metrics.jsonl``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,14 @@ def run_sft(config: SFTRunConfig, model_store: ModelStore, run_id: str | None = 
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG_FILE, {"kind": "sft", **config.model_dump(mode="json")})
-    status = RunStatus(run_id=run_id or run_dir.name, kind="sft", state="running")
+    status = RunStatus(run_id=run_id or run_dir.name, kind="sft", state="running", pid=os.getpid())
     write_status(run_dir, status)
     try:
         result = _train(config, model_store, run_dir, status)
     except BaseException as exc:
         status.state = "failed"
         status.error = f"{type(exc).__name__}: {exc}"
+        logger.error("SFT run %s failed: %s", status.run_id, status.error, exc_info=exc)
         write_status(run_dir, status)
         raise
     status.state = "finished"

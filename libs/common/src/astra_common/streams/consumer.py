@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic
@@ -108,11 +109,38 @@ class StreamConsumer(Generic[PayloadT]):
         than were read, even none: unreadable ones went to the dead-letter stream and repeats
         of records already done were acked and skipped.
         """
+        self._check_block(block_ms)
         reply = await self._redis.xreadgroup(
             self.group, self.consumer_name, {self.stream: ">"}, count=count, block=block_ms
         )
         entries = _entries_of_read(reply)
         return await self._accept(entries, dict.fromkeys((as_text(i) for i, _ in entries), 1))
+
+    async def read_own_pending(
+        self, exclude: Collection[str] = (), count: int = 1000
+    ) -> list[Delivery[PayloadT]]:
+        """Entries already delivered to this consumer and not acked, except ``exclude``.
+
+        A read whose reply was lost (a timeout or a dropped connection after the server
+        answered) leaves its entries pending for this consumer, where no later ``read`` sees
+        them; this reads them again from the consumer's pending list (``XREADGROUP`` from
+        id 0, following it to the end). ``exclude`` holds entry ids the caller already has.
+        """
+        entries: list[_Entry] = []
+        after = "0"
+        while True:
+            reply = await self._redis.xreadgroup(
+                self.group, self.consumer_name, {self.stream: after}, count=count
+            )
+            page = _entries_of_read(reply)
+            if not page:
+                break
+            entries.extend(entry for entry in page if as_text(entry[0]) not in exclude)
+            after = as_text(page[-1][0])
+            if len(page) < count:
+                break
+        counts = await self._delivery_counts([as_text(entry_id) for entry_id, _ in entries])
+        return await self._accept(entries, counts)
 
     async def reclaim(
         self, min_idle_ms: int, count: int = 100, *, max_deliveries: int | None = None
@@ -188,6 +216,22 @@ class StreamConsumer(Generic[PayloadT]):
                 lag = info.get("lag")
                 return None if lag is None else int(lag)
         raise LookupError(f"no group {self.group!r} on stream {self.stream!r}")
+
+    def _check_block(self, block_ms: int | None) -> None:
+        """Refuse a blocking read that the client's own socket timeout would always cut off."""
+        if block_ms is None:
+            return
+        socket_timeout = _socket_timeout(self._redis)
+        if socket_timeout is None:
+            return
+        if block_ms == 0 or block_ms >= socket_timeout * 1000:
+            waits = "indefinitely" if block_ms == 0 else f"up to {block_ms} ms"
+            raise ValueError(
+                f"a read on {self.stream} would wait {waits}, but the Redis client gives up "
+                f"reading after its socket_timeout of {socket_timeout} s ('Timeout reading "
+                "from'): use a client whose socket_timeout exceeds the block time with a "
+                "margin for a loaded machine"
+            )
 
     async def _delivery_counts(self, entry_ids: Sequence[str]) -> dict[str, int]:
         if not entry_ids:
@@ -279,6 +323,23 @@ class StreamConsumer(Generic[PayloadT]):
                 pipe.xadd(self.dead_letter_stream, dead)
             pipe.xack(self.stream, self.group, *(entry_id for entry_id, _, _ in unreadable))
             await pipe.execute()
+
+
+def _socket_timeout(redis: Redis) -> float | None:
+    """The read timeout of the client's connections (None: they wait as long as it takes)."""
+    pool = redis.connection_pool
+    if "socket_timeout" in pool.connection_kwargs:
+        timeout: float | None = pool.connection_kwargs["socket_timeout"]
+        return timeout
+    # Not given (e.g. ``from_url`` without it): the connection class's own default applies.
+    for cls in pool.connection_class.__mro__:
+        parameter = inspect.signature(vars(cls).get("__init__", object.__init__)).parameters.get(
+            "socket_timeout"
+        )
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            default: float | None = parameter.default
+            return default
+    return None
 
 
 def _entries_of_read(reply: Any) -> list[_Entry]:

@@ -120,6 +120,10 @@ class GroupBuffer(Generic[ItemT]):
         """Every record held (open or ready)."""
         return set(self._known)
 
+    def members(self) -> list[Member[ItemT]]:
+        """Every member held (open or ready groups)."""
+        return [m for group in (*self._open.values(), *self._ready) for m in group.members]
+
     def wants_more(self) -> bool:
         """False once a batch and the whole buffer are ready: stop reading the stream."""
         return len(self._ready) < self.batch_groups + self.buffer_groups

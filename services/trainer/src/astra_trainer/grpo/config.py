@@ -68,6 +68,19 @@ class GRPOConfig(BaseModel):
 
     read_count: int = Field(default=64, ge=1, description="Entries per stream read.")
     block_ms: int = Field(default=1000, ge=1, description="How long one read waits.")
+    redis_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a Redis reply may take (beyond a read's block_ms) before the "
+        "call counts as failed and is retried: generous, since a loaded machine can stall "
+        "for seconds.",
+    )
+    redis_give_up_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long Redis may keep failing (timeouts, refused or lost connections) "
+        "before the run fails; until then every failed call is logged and retried with backoff.",
+    )
     keep_checkpoints: int = Field(
         default=2, ge=1, description="Checkpoints whose weights are kept (states always are)."
     )

@@ -10,6 +10,11 @@ Exactly-once training across crashes, by construction:
    rest; entries that were buffered, or in the step that died, are simply read again;
 3. an entry dropped by the filter (no reward variance, stale, unusable) is acknowledged at
    once: it will never be trained, so there is nothing to lose.
+
+Redis faults do not end a run: every Redis call is retried with backoff (each failure logged)
+until Redis has kept failing for ``redis_give_up_s``. A read whose reply was lost leaves its
+entries pending for this consumer, so after a failed read the runner reads its own pending
+entries again and takes those it does not hold.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ import asyncio
 import logging
 import os
 import statistics
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from astra_common.retry import is_transient, retry_transient
 from astra_common.streams import Delivery, StreamConsumer
 from astra_proto import Trajectory
 from astra_trainer.grpo.batching import Dropped, Group, GroupBuffer, Member
@@ -47,6 +56,28 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 RECLAIM_LIMIT = 100_000
+
+T = TypeVar("T")
+
+
+class RedisUnavailableError(RuntimeError):
+    """Redis kept failing past the run's ``redis_give_up_s``; the message says what failed."""
+
+
+def stream_redis_client(config: GRPOConfig) -> Redis:
+    """The Redis client of a GRPO run.
+
+    Its socket timeout is the read's block time plus ``redis_timeout_s``: a blocking
+    ``XREADGROUP`` is answered only after up to ``block_ms``, so a timeout near the block time
+    (redis-py's default is 5 s) cuts off reads on a loaded machine ("Timeout reading from").
+    It retries nothing itself: the runner retries, and knows what a lost read reply means.
+    """
+    return Redis.from_url(
+        config.redis_url,
+        socket_timeout=config.block_ms / 1000 + config.redis_timeout_s,
+        socket_connect_timeout=config.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 @dataclass(slots=True)
@@ -126,13 +157,17 @@ class GRPORunner:
 
     async def recover(self) -> None:
         """Take over pending entries: ack the ones already trained, buffer the others."""
-        await self.consumer.ensure_group("$" if self.config.group_start == "new" else "0")
+        start_id = "$" if self.config.group_start == "new" else "0"
+        await self._redis("create the consumer group", lambda: self.consumer.ensure_group(start_id))
         trained = self.checkpoints.trained_record_ids()
         # One pass over the whole pending list (XAUTOCLAIM follows its cursor).
-        deliveries = await self.consumer.reclaim(min_idle_ms=0, count=RECLAIM_LIMIT)
+        deliveries = await self._redis(
+            "take over pending entries",
+            lambda: self.consumer.reclaim(min_idle_ms=0, count=RECLAIM_LIMIT),
+        )
         done = [d for d in deliveries if d.record_id in trained]
         if done:
-            await self.consumer.ack(done)
+            await self._ack(done)
             append_metrics(self.run_dir, {"event": "recovered_trained", "records": len(done)})
         await self._accept([d for d in deliveries if d.record_id not in trained])
         # Idempotent: also repairs a crash between checkpoint and pointer update.
@@ -159,21 +194,69 @@ class GRPORunner:
                 if self.config.max_steps is not None and self.steps_done >= self.config.max_steps:
                     break
                 if self.buffer.wants_more():
-                    deliveries = await self.consumer.read(
-                        count=self.config.read_count, block_ms=self.config.block_ms
-                    )
-                    await self._accept(deliveries)
+                    await self._read()
                 await self._ack_dropped(self.buffer.expire())
                 if not await self._train_ready() and not self.buffer.wants_more():
                     await asyncio.sleep(0.05)  # cannot happen with a full buffer; no spin
         except BaseException as exc:
             self.status.state = "failed"
             self.status.error = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "GRPO run %s failed: %s", self.run_dir.name, self.status.error, exc_info=exc
+            )
             write_status(self.run_dir, self.status)
             raise
         self.status.state = "finished" if not stop.is_set() else "stopped"
         write_status(self.run_dir, self.status)
         return self.status
+
+    async def _redis(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Await a Redis call, retrying transient faults until ``redis_give_up_s``."""
+        try:
+            return await retry_transient(
+                operation,
+                what=f"GRPO run {self.run_dir.name}: {what}",
+                give_up_after_s=self.config.redis_give_up_s,
+            )
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise RedisUnavailableError(
+                f"could not {what}: Redis kept failing for {self.config.redis_give_up_s:g} s "
+                f"(redis_give_up_s); last error {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _ack(self, items: list[Delivery[Trajectory]] | list[str]) -> None:
+        # Acks are idempotent (XACK + done-mark in one MULTI): a retry after a lost reply is safe.
+        await self._redis("acknowledge entries", lambda: self.consumer.ack(items))
+
+    async def _read(self) -> None:
+        """Read new entries; after a failed read, also the entries its lost reply held."""
+        lost_reply = False
+
+        async def read() -> list[Delivery[Trajectory]]:
+            nonlocal lost_reply
+            try:
+                return await self.consumer.read(
+                    count=self.config.read_count, block_ms=self.config.block_ms
+                )
+            except Exception as exc:
+                lost_reply = lost_reply or is_transient(exc)
+                raise
+
+        await self._accept(await self._redis("read the stream", read))
+        if lost_reply:
+            held = {m.item.delivery.entry_id for m in self.buffer.members()}
+            again = await self._redis(
+                "read pending entries again",
+                lambda: self.consumer.read_own_pending(exclude=held),
+            )
+            if again:
+                logger.warning(
+                    "%d entries delivered by a read whose reply was lost were read again",
+                    len(again),
+                )
+            await self._accept(again)
 
     async def _accept(self, deliveries: list[Delivery[Trajectory]]) -> None:
         assert self._tokenizer is not None
@@ -185,7 +268,7 @@ class GRPORunner:
                 logger.warning("dropping trajectory %s: %s", trajectory.id, exc)
                 reason = "unusable"
                 self.rejected[reason] = self.rejected.get(reason, 0) + 1
-                await self.consumer.ack([delivery])
+                await self._ack([delivery])
                 continue
             member = Member(
                 encoded.record_id, encoded.reward, encoded.policy_version, _Item(delivery, encoded)
@@ -196,10 +279,10 @@ class GRPORunner:
         for drop in dropped:
             if drop.reason == "duplicate":
                 # Another entry of the same record is held: ack this one without a done-mark.
-                await self.consumer.ack([m.item.delivery.entry_id for m in drop.members])
+                await self._ack([m.item.delivery.entry_id for m in drop.members])
             else:
                 self.rejected[drop.reason] = self.rejected.get(drop.reason, 0) + len(drop.members)
-                await self.consumer.ack([m.item.delivery for m in drop.members])
+                await self._ack([m.item.delivery for m in drop.members])
 
     async def _train_ready(self) -> bool:
         batch, stale = self.buffer.take_batch(self.version)
@@ -243,7 +326,7 @@ class GRPORunner:
             state,
         )
         await self._publish(new_version, folder)
-        await self.consumer.ack([m.item.delivery for g in batch for m in g.members])
+        await self._ack([m.item.delivery for g in batch for m in g.members])
         self.version = new_version
         self.steps_done += 1
         await self._record(stats, batch, folder)
@@ -251,23 +334,28 @@ class GRPORunner:
     async def _publish(self, version: int, folder: Path | None = None) -> None:
         if folder is None:
             folder = self._base_folder if version == 0 else self.checkpoints.folder(version)
-        assert folder is not None
-        await publish_policy(
-            self.redis,
-            version=version,
-            checkpoint=folder,
-            base_model=self.config.base_model,
-            served_model=self.config.served_model,
-            # Version 0 too: the server may still serve other weights than the run's base
-            # (e.g. the model before SFT), and trajectories must come from what they claim.
-            push=self.push,
+        checkpoint = folder
+        assert checkpoint is not None
+        # Publishing again is harmless (the same weights, the same pointer): retried whole.
+        await self._redis(
+            "publish the policy",
+            lambda: publish_policy(
+                self.redis,
+                version=version,
+                checkpoint=checkpoint,
+                base_model=self.config.base_model,
+                served_model=self.config.served_model,
+                # Version 0 too: the server may still serve other weights than the run's base
+                # (e.g. the model before SFT), and trajectories must come from what they claim.
+                push=self.push,
+            ),
         )
 
     async def _record(self, stats: StepStats, batch: list[Group[_Item]], folder: Path) -> None:
         members = [m.item.encoded for g in batch for m in g.members]
         rewards = [t.reward for t in members]
         try:
-            lag = await self.consumer.lag()
+            lag = await self._redis("read the group's lag", self.consumer.lag)
         except LookupError:
             lag = None
         record: dict[str, Any] = {
