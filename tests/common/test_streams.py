@@ -439,3 +439,55 @@ async def test_unsupported_schema_version_goes_to_the_dead_letter_stream(
     assert dead[SOURCE_ID_FIELD] == text(entry_id)
     assert dead[REASON_FIELD].startswith("unsupported schema_version")
     assert "99" in dead[REASON_FIELD]
+
+
+# Lost replies and socket timeouts
+
+
+async def test_entries_of_a_lost_read_reply_are_read_again(
+    redis: aioredis.Redis, stream: str
+) -> None:
+    publisher = StreamPublisher(redis, stream)
+    await publisher.publish_many(reward_envelope(f"r{i}") for i in range(5))
+    await publisher.aclose()
+    consumer = StreamConsumer(redis, stream, "g", "c", RewardBreakdown)
+    other = StreamConsumer(redis, stream, "g", "other", RewardBreakdown)
+    await consumer.ensure_group()
+    held = await consumer.read(count=1)
+    # The server delivers two entries, but their reply never reaches the consumer.
+    await redis.xreadgroup("g", "c", {stream: ">"}, count=2)
+    assert record_ids(await other.read(count=1)) == ["r3"]  # pending, but not this consumer's
+    newer = await consumer.read(count=10)
+    assert record_ids(newer) == ["r4"]  # a plain read never returns r1 and r2 again
+
+    mine = {held[0].entry_id, newer[0].entry_id}
+    again = await consumer.read_own_pending(exclude=mine, count=1)  # one entry per page
+    assert record_ids(again) == ["r1", "r2"]
+    assert await consumer.ack(again) == 2
+    assert await consumer.read_own_pending(exclude=mine) == []
+
+
+async def test_a_read_the_socket_timeout_would_cut_off_is_refused(
+    redis_url: str, stream: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=0.5)
+    try:
+        consumer = StreamConsumer(client, stream, "g", "c", RewardBreakdown)
+        await consumer.ensure_group()
+        for block_ms in (500, 2000, 0):
+            with pytest.raises(ValueError, match=r"socket_timeout of 0\.5 s"):
+                await consumer.read(block_ms=block_ms)
+        assert await consumer.read(block_ms=50) == []  # well below the timeout: waits, returns
+    finally:
+        await client.aclose()
+
+
+async def test_redis_py_default_socket_timeout_is_checked_too(redis_url: str, stream: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)  # redis-py's default socket_timeout (5 s)
+    try:
+        consumer = StreamConsumer(client, stream, "g", "c", RewardBreakdown)
+        await consumer.ensure_group()
+        with pytest.raises(ValueError, match="socket_timeout of 5 s"):
+            await consumer.read(block_ms=6000)
+    finally:
+        await client.aclose()

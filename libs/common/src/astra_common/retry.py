@@ -85,8 +85,14 @@ async def retry_transient(
         before_sleep=_log_retry(what),
         reraise=True,
     )
+
+    async def attempt() -> T:
+        # Awaited here: tenacity awaits only coroutine functions, and ``operation`` is often a
+        # lambda returning an awaitable, whose result it would hand back un-awaited.
+        return await operation()
+
     try:
-        return await retrying(operation)
+        return await retrying(attempt)
     except BaseException as error:
         if is_transient(error):
             logger.error("%s: giving up after %.0f s: %s", what, give_up_after_s, error)
