@@ -25,7 +25,12 @@ $(BIN)/.installed: $(PYPROJECTS)
 	bash scripts/vllm-venv.sh .venv-vllm
 	touch $@
 
-install: $(BIN)/.installed .venv-vllm/.installed
+# MCP clients nobody here wrote (TypeScript SDK v1 and v2, MCP Inspector), pinned, for the tests.
+tests/mcp_clients/node_modules/.installed: tests/mcp_clients/package.json tests/mcp_clients/package-lock.json
+	cd tests/mcp_clients && npm ci --no-audit --no-fund
+	touch $@
+
+install: $(BIN)/.installed .venv-vllm/.installed tests/mcp_clients/node_modules/.installed
 
 demo: install
 	$(BIN)/astra demo

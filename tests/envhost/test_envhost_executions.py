@@ -90,7 +90,7 @@ async def test_calls_run_in_order_with_state_and_per_call_errors(
     assert outcomes[3].error is not None
     assert outcomes[3].error.startswith("invalid arguments for get_forecast: days:")
     assert (
-        outcomes[4].error == "invalid arguments for get_forecast: 'city_id' is a required property"
+        outcomes[4].error == 'invalid arguments for get_forecast: "city_id" is a required property'
     )
     assert outcomes[5].error == (
         "unknown tool 'book_hotel'; this request has: get_city_id, get_forecast"

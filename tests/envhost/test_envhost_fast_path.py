@@ -149,9 +149,9 @@ SERVED = [
         "get_city_id", {"name": "Atlantis"}, 7, "unknown city 'Atlantis'", id="tool-error"
     ),
     pytest.param("get_city_id", {"nom": "Paris"}, 7, "invalid arguments", id="missing-argument"),
-    pytest.param("get_city_id", {"name": 3}, 7, "3 is not of type 'string'", id="wrong-type"),
+    pytest.param("get_city_id", {"name": 3}, 7, '3 is not of type "string"', id="wrong-type"),
     pytest.param("get_city_id", {"name": True}, 7, "invalid arguments", id="bool-for-string"),
-    pytest.param("get_city_id", None, 7, "'name' is a required property", id="no-arguments"),
+    pytest.param("get_city_id", None, 7, '"name" is a required property', id="no-arguments"),
     pytest.param(
         "get_forecast", {"city_id": "c-75", "days": 0}, 7, "less than the minimum", id="minimum"
     ),

@@ -12,6 +12,7 @@ import pytest
 from envhost_support import envhost, register, slow_spec, weather_spec
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import Episode, RewardBreakdown
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 
 Settings = Callable[..., EnvhostSettings]
 MODES = ["auto", "legacy"]
+MCP_ACCEPT = {"accept": "application/json, text/event-stream"}
 
 
 async def create_episode(base: str, env_id: str, **body: Any) -> Episode:
@@ -121,10 +123,7 @@ async def test_every_env_client_gets_its_own_episode(
         async with httpx.AsyncClient(base_url=base) as http:
             listing = (await http.get("/v1/episodes")).json()
         calls = sorted(item["calls"] for item in listing if item["env_id"] == spec.id)
-        if mode == "legacy":
-            assert calls == []  # ending a session closes its episode
-        else:
-            assert calls[-2:] == [1, 2]
+        assert calls == []  # ending a session closes its episode (auto falls back to sessions)
 
 
 async def test_arguments_are_validated_and_tool_errors_do_not_end_the_episode(
@@ -141,7 +140,7 @@ async def test_arguments_are_validated_and_tool_errors_do_not_end_the_episode(
             unknown = await client.call_tool("launch_rocket", {})
             fine = await client.call_tool("get_forecast", {"city_id": "c-75"})
         assert missing.is_error
-        assert "'city_id' is a required property" in missing.content[0].text  # type: ignore[union-attr]
+        assert '"city_id" is a required property' in missing.content[0].text  # type: ignore[union-attr]
         assert wrong.is_error
         assert "days: 0 is less than the minimum of 1" in wrong.content[0].text  # type: ignore[union-attr]
         assert failing.is_error
@@ -291,7 +290,111 @@ async def test_two_replicas_each_hold_their_own_episodes(
             moved = await http.get(f"/v1/episodes/{on_first.id}")
             assert moved.status_code == 307
             assert moved.headers["location"] == f"{first}/v1/episodes/{on_first.id}"
-        async with Client(f"{second}/episodes/{on_first.id}/mcp") as client:
-            wrong = await client.call_tool("get_city_id", {"name": "Paris"})
-        assert wrong.is_error
-        assert f"{first}/episodes/{on_first.id}/mcp" in wrong.content[0].text  # type: ignore[union-attr]
+        async with httpx.AsyncClient(base_url=second) as http:
+            wrong = await http.post(f"/episodes/{on_first.id}/mcp", json={}, headers=MCP_ACCEPT)
+        assert wrong.status_code == 404  # at connect, naming the URL that serves it
+        assert f"{first}/episodes/{on_first.id}/mcp" in wrong.json()["detail"]
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_unknown_episode_url_fails_at_connect(
+    mode: str, database_url: str, envhost_settings: Settings
+) -> None:
+    async with envhost(envhost_settings()) as base:
+        with pytest.raises(BaseException) as failure:  # noqa: PT011 - inspected below
+            async with Client(f"{base}/episodes/ep_nope/mcp", mode=mode):
+                pass
+        assert any(isinstance(leaf, MCPError) for leaf in leaves(failure.value)), failure.value
+        async with httpx.AsyncClient(base_url=base) as http:
+            response = await http.post("/episodes/ep_nope/mcp", json={}, headers=MCP_ACCEPT)
+        assert response.status_code == 404
+        assert "ep_nope" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_argument_errors_speak_json(
+    mode: str, database_url: str, envhost_settings: Settings
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with envhost(envhost_settings()) as base:
+        episode = await create_episode(base, spec.id)
+        async with Client(episode.mcp_url, mode=mode) as client:
+            nothing = await client.call_tool("get_city_id", {"name": None})
+            flag = await client.call_tool("get_forecast", {"city_id": True})
+        texts = [r.content[0].text for r in (nothing, flag)]  # type: ignore[union-attr]
+        assert texts == [
+            'invalid arguments for get_city_id: name: null is not of type "string"',
+            'invalid arguments for get_forecast: city_id: true is not of type "string"',
+        ]
+
+
+async def test_the_server_declares_what_it_serves_and_offers_task_and_description(
+    database_url: str, envhost_settings: Settings
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with envhost(envhost_settings()) as base:
+        episode = await create_episode(base, spec.id)
+        for url in (episode.mcp_url, f"{base}/envs/{spec.id}/mcp"):
+            for mode in MODES:
+                async with Client(url, mode=mode) as client:
+                    declared = client.server_capabilities.model_dump(exclude_none=True)
+                    prompts = await client.list_prompts()
+                    prompt = await client.get_prompt("task")
+                    resources = await client.list_resources()
+                    read = await client.read_resource(str(resources.resources[0].uri))
+                    with pytest.raises(MCPError, match="unknown prompt 'play'"):
+                        await client.get_prompt("play")
+                assert set(declared) == {"tools", "prompts", "resources"}, (url, mode, declared)
+                assert declared["resources"].get("subscribe") in (None, False)
+                assert [p.name for p in prompts.prompts] == ["task"]
+                assert [m.content.text for m in prompt.messages] == [spec.task]  # type: ignore[union-attr]
+                assert str(resources.resources[0].uri) == f"astra://environments/{spec.id}"
+                text = read.contents[0].text  # type: ignore[union-attr]
+                assert spec.task in text
+                assert "`get_city_id`: Look up a city's id." in text
+
+
+async def test_a_sessionless_request_on_an_environment_url_is_told_where_to_go(
+    database_url: str, envhost_settings: Settings
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with envhost(envhost_settings()) as base, httpx.AsyncClient(base_url=base) as http:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {
+                "name": "get_city_id",
+                "arguments": {"name": "Paris"},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+            },
+        }
+        headers = {
+            **MCP_ACCEPT,
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call",
+            "mcp-name": "get_city_id",
+        }
+        response = await http.post(f"/envs/{spec.id}/mcp", json=body, headers=headers)
+        listing = (await http.get("/v1/episodes")).json()
+    assert response.status_code == 400
+    reply = response.json()
+    assert reply["id"] == 7
+    assert reply["error"]["code"] == -32022
+    assert "2026-07-28" not in reply["error"]["data"]["supported"]
+    assert "2025-11-25" in reply["error"]["data"]["supported"]
+    assert "/episodes/{id}/mcp" in reply["error"]["message"]
+    assert listing == []  # refused before anything was opened

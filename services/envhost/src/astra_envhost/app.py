@@ -26,7 +26,12 @@ from astra_envhost.episodes import EnvironmentKind, EpisodeManager
 from astra_envhost.executions import ExecutionRunner
 from astra_envhost.fast_path import ToolCallFastPath, ToolCallFastPathMiddleware
 from astra_envhost.kinds import SandboxFactory, builtin_kinds
-from astra_envhost.mcp_server import MCPEndpoint, create_mcp_server, security_settings
+from astra_envhost.mcp_server import (
+    ClientEpisodes,
+    MCPEndpoint,
+    create_mcp_server,
+    security_settings,
+)
 from astra_envhost.registry import EnvironmentRegistry
 from astra_envhost.sandbox import (
     SandboxBackend,
@@ -34,6 +39,7 @@ from astra_envhost.sandbox import (
     SandboxUnavailableError,
     check_sandbox_available,
 )
+from astra_envhost.sandbox.backend import SandboxPool
 from astra_envhost.settings import EnvhostSettings
 
 MCP_METHODS = ["GET", "POST", "DELETE"]
@@ -55,15 +61,15 @@ def check_isolation(settings: EnvhostSettings) -> None:
         raise StartupError(f"{exc}; refusing to run untrusted tool code") from None
 
 
-def sandbox_factory(settings: EnvhostSettings) -> SandboxFactory:
-    """Sandboxed backends with the configured isolation and limits."""
+def sandbox_factory(settings: EnvhostSettings, pool: SandboxPool | None = None) -> SandboxFactory:
+    """Sandboxed backends with the configured isolation and limits (sharing ``pool``'s cap)."""
     limits = SandboxLimits(
         call_timeout_s=settings.tool_timeout_s,
         cpu_seconds=settings.tool_cpu_s,
         memory_bytes=settings.tool_memory_mb * 1024 * 1024,
         max_output_bytes=settings.tool_output_bytes,
     )
-    return lambda tools: SandboxBackend(tools, limits=limits, mode=settings.sandbox)
+    return lambda tools: SandboxBackend(tools, limits=limits, mode=settings.sandbox, pool=pool)
 
 
 class MCPRoute(Route):
@@ -106,28 +112,33 @@ def create_app(
     check_isolation(settings)
     database = Database(settings.database_url)
     registry = EnvironmentRegistry(database)
-    sandbox = sandbox_factory(settings)
-    # Executions always run in the configured sandbox, even when tests replace the kinds.
-    executions = ExecutionRunner(sandbox, max_concurrent=settings.max_concurrent_executions)
+    # Executions always run in the configured sandbox, even when tests replace the kinds; they
+    # have their own bound (max_concurrent_executions), episodes share the worker cap.
+    executions = ExecutionRunner(
+        sandbox_factory(settings), max_concurrent=settings.max_concurrent_executions
+    )
+    workers = SandboxPool(settings.max_sandbox_workers)
     manager = EpisodeManager(
         database=database,
         registry=registry,
-        kinds=kinds if kinds is not None else builtin_kinds(sandbox),
+        kinds=kinds if kinds is not None else builtin_kinds(sandbox_factory(settings, workers)),
         base_url=settings.base_url(),
         max_episodes=settings.max_episodes,
         idle_timeout=settings.episode_idle_timeout_s,
+        client_idle_timeout=settings.client_idle_timeout_s,
     )
     public_host = urlsplit(settings.base_url()).netloc
-    mcp_server = create_mcp_server(manager)
+    clients = ClientEpisodes(manager)
+    mcp_server = create_mcp_server(manager, clients)
     session_manager = StreamableHTTPSessionManager(
         app=mcp_server,
         json_response=True,
         security_settings=security_settings([public_host, *settings.allowed_hosts]),
         max_sessions=settings.max_episodes,
-        session_idle_timeout=settings.episode_idle_timeout_s,
+        session_idle_timeout=settings.client_idle_timeout_s,
     )
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    endpoint = MCPEndpoint(session_manager, manager, token)
+    endpoint = MCPEndpoint(session_manager, manager, clients, token)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +181,7 @@ def create_app(
     app.add_middleware(ToolCallFastPathMiddleware, fast_path=fast_path)
     app.state.tool_call_fast_path = fast_path
     app.state.episodes = manager
+    app.state.sandbox_workers = workers
     app.state.registry = registry
     app.state.executions = executions
     return app

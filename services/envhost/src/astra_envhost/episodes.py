@@ -209,6 +209,8 @@ class LiveEpisode:
     tools: dict[str, ToolSpec]
     validators: dict[str, Draft202012Validator]
     distractors: set[str]
+    idle_timeout: float = 1800.0
+    """Seconds without activity after which the episode is expired."""
     created_at: datetime = field(default_factory=utc_now)
     last_active_at: datetime = field(default_factory=utc_now)
     turn: int = 0
@@ -260,14 +262,18 @@ class EpisodeManager:
         base_url: str,
         max_episodes: int = 10_000,
         idle_timeout: float = 1800.0,
+        client_idle_timeout: float = 300.0,
         journal_interval: float = 0.5,
     ) -> None:
+        """``idle_timeout`` expires REST-created episodes, ``client_idle_timeout`` those that
+        MCP clients open on ``/envs/{id}/mcp`` (clients may leave without a word)."""
         self.database = database
         self.registry = registry
         self.kinds = kinds
         self.base_url = base_url.rstrip("/")
         self.max_episodes = max_episodes
         self.idle_timeout = idle_timeout
+        self.client_idle_timeout = client_idle_timeout
         self.journal = EpisodeJournal(database, interval=journal_interval)
         self.live: dict[str, LiveEpisode] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -296,8 +302,14 @@ class EpisodeManager:
     def mcp_url(self, episode_id: str) -> str:
         return f"{self.base_url}/episodes/{episode_id}/mcp"
 
-    async def create(self, request: EpisodeRequest, episode_id: str | None = None) -> LiveEpisode:
-        """Open a fresh episode; ``CapacityError``, ``InvalidRequest`` or ``UnknownEnvironment``."""
+    async def create(
+        self, request: EpisodeRequest, episode_id: str | None = None, *, for_client: bool = False
+    ) -> LiveEpisode:
+        """Open a fresh episode; ``CapacityError``, ``InvalidRequest`` or ``UnknownEnvironment``.
+
+        ``for_client``: opened for an MCP client of ``/envs/{id}/mcp``, expired after
+        ``client_idle_timeout`` rather than ``idle_timeout``.
+        """
         if len(self.live) >= self.max_episodes:
             raise CapacityError(
                 f"this envhost holds {len(self.live)} open episodes (the maximum); "
@@ -324,11 +336,28 @@ class EpisodeManager:
             tools=tools,
             validators=validators,
             distractors={tool.spec.name for tool in distractor_tools},
+            idle_timeout=self.client_idle_timeout if for_client else self.idle_timeout,
         )
         episode.mcp_url = self.mcp_url(episode.id)
         self.live[episode.id] = episode
         self.journal.add(EpisodeCreated(episode.to_model(), self.base_url))
         return episode
+
+    async def first_turn_tools(self, env_id: str) -> list[ToolSpec]:
+        """The tools a fresh episode of ``env_id`` offers, without opening one.
+
+        ``UnknownEnvironment`` or ``InvalidRequest`` (a kind not served here).
+        """
+        spec = (await self.registry.get(env_id)).spec
+        kind = self.kinds.get(kind_key(spec))
+        if kind is None:
+            raise InvalidRequest(f"environment kind {kind_key(spec)!r} is not served here")
+        runtime = kind.create_runtime(spec, [])  # backends start nothing before a call
+        try:
+            available = set(runtime.available(0))
+        finally:
+            await runtime.close()
+        return [tool for tool in spec.tool_specs() if tool.name in available]
 
     async def _distractor_tools(
         self, request: EpisodeRequest, own: Mapping[str, ToolSpec]
@@ -484,15 +513,19 @@ class EpisodeManager:
         return True
 
     async def reap_idle(self) -> int:
-        """Expire episodes idle for longer than ``idle_timeout``; returns how many."""
-        cutoff = utc_now() - timedelta(seconds=self.idle_timeout)
-        idle = [e.id for e in self.live.values() if e.last_active_at < cutoff]
+        """Expire episodes idle for longer than their timeout; returns how many."""
+        now = utc_now()
+        idle = [
+            e.id
+            for e in self.live.values()
+            if e.last_active_at < now - timedelta(seconds=e.idle_timeout)
+        ]
         for episode_id in idle:
             await self.close(episode_id, EpisodeState.EXPIRED)
         return len(idle)
 
     async def _reap_forever(self) -> None:
-        period = max(0.05, min(30.0, self.idle_timeout / 4))
+        period = max(0.05, min(30.0, self.idle_timeout / 4, self.client_idle_timeout / 4))
         while True:
             await asyncio.sleep(period)
             try:

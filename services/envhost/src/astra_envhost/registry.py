@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from astra_common.db import Database, NotFoundError
 from astra_proto import EnvironmentSpec, ToolSpec, canonical_json
@@ -57,8 +58,35 @@ def argument_errors(validator: Draft202012Validator, arguments: dict[str, Any]) 
     messages = []
     for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(part) for part in error.absolute_path)
-        messages.append(f"{where}: {error.message}" if where else error.message)
+        message = json_spoken(error)
+        messages.append(f"{where}: {message}" if where else message)
     return messages
+
+
+def json_spoken(error: ValidationError) -> str:
+    """``error.message`` with the values it quotes written as JSON (``null``, ``true``,
+    ``"name"``) instead of Python's ``repr`` (``None``, ``True``, ``'name'``): clients and
+    models speak JSON."""
+    values: list[Any] = [error.instance, error.validator_value]
+    for value in (error.instance, error.validator_value):
+        if isinstance(value, dict):
+            values.extend(value)
+            values.extend(value.values())
+        elif isinstance(value, list):
+            values.extend(value)
+    written: dict[str, str] = {}
+    for value in values:
+        try:
+            as_json = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            continue
+        if repr(value) != as_json:
+            written[repr(value)] = as_json
+    if not written:
+        return error.message
+    shown = sorted(written, key=len, reverse=True)  # longest first: a list before its items
+    pattern = "|".join(rf"\b{re.escape(s)}\b" if s[0].isalnum() else re.escape(s) for s in shown)
+    return re.sub(pattern, lambda match: written[match.group(0)], error.message)
 
 
 class EnvironmentRegistry:

@@ -41,6 +41,18 @@ class EnvhostSettings(ServiceSettings):
     episode_idle_timeout_s: float = Field(default=1800.0, gt=0)
     """An episode with no activity for this long is closed (state expired)."""
 
+    client_idle_timeout_s: float = Field(default=300.0, gt=0)
+    """MCP clients of /envs/{id}/mcp are reclaimed after this long without a request: their
+    session and the episode it opened are closed (state expired). Clients that never end their
+    session, such as the MCP Inspector, are cleaned up this way. REST-created episodes keep
+    episode_idle_timeout_s."""
+
+    max_sandbox_workers: int = Field(default=512, ge=1)
+    """Live sandbox worker processes (one per episode that has called a synthesized tool) this
+    replica runs at most. At the cap, the least recently used idle worker is stopped (its
+    episode's tool state is reset and its next call says so); when every worker is in a call,
+    a new one is refused with a tool error."""
+
     tool_timeout_s: float = Field(default=10.0, gt=0)
     """Wall-clock limit of one sandboxed tool call."""
 
