@@ -43,6 +43,7 @@ from astra_proto import (
     EpisodeState,
     FinishReason,
     JobKind,
+    JobRejection,
     JobState,
     Message,
     Provenance,
@@ -67,6 +68,7 @@ TABLES = {
     "episode_calls",
     "trajectories",
     "job_environments",
+    "job_rejections",
 }
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -272,7 +274,7 @@ async def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Pat
 async def test_upgrade_from_empty_to_head(empty_database_url: str) -> None:
     assert await current_async(empty_database_url) is None
     await upgrade_async(empty_database_url)
-    assert await current_async(empty_database_url) == head() == "0003"
+    assert await current_async(empty_database_url) == head() == "0004"
     await upgrade_async(empty_database_url)  # already at head: nothing to do
     tables = await _run_on(empty_database_url, lambda c: set(inspect(c).get_table_names()))
     assert tables >= TABLES | {"alembic_version"}
@@ -302,10 +304,10 @@ async def test_make_revision_writes_an_empty_revision_when_nothing_changed(
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     path = await make_revision_async(database_url, "nothing new", migrations_dir=migrations)
-    assert path.name == "0004_nothing_new.py"
+    assert path.name == "0005_nothing_new.py"
     source = path.read_text()
     compile(source, str(path), "exec")
-    assert 'down_revision: str | Sequence[str] | None = "0003"' in source.replace("'", '"')
+    assert 'down_revision: str | Sequence[str] | None = "0004"' in source.replace("'", '"')
     assert "op." not in source
 
 
@@ -373,6 +375,70 @@ async def test_job_errors(db: Database) -> None:
             await repos.jobs.update("missing", state=JobState.RUNNING)
     assert failed.error == "LLM down"
     assert failed.state.terminal
+
+
+async def test_job_leases_fence_out_superseded_runs(db: Database) -> None:
+    async with db.transaction() as repos:
+        await repos.jobs.create(make_job(), task_name="astra.synth.environment_job")
+        first = await repos.jobs.claim("job-1", lease_s=60)
+        assert first is not None
+        assert (first.state, first.attempts) == (JobState.RUNNING, 1)
+        assert first.heartbeat_at is not None
+        # A live lease: a second delivery of the job may not claim it, nor settle it.
+        assert await repos.jobs.claim("job-1", lease_s=60) is None
+        assert await repos.jobs.stale(lease_s=60) == []
+        assert not await repos.jobs.release("job-1", attempt=1, lease_s=60)
+        assert await repos.jobs.heartbeat("job-1", attempt=1)
+
+    # Lease run out (a lease of 0 s is over at once): the job is stale, and released.
+    async with db.transaction() as repos:
+        [stale] = await repos.jobs.stale(lease_s=0)
+        assert (stale.job.id, stale.task_name) == ("job-1", "astra.synth.environment_job")
+        assert await repos.jobs.release("job-1", attempt=1, lease_s=0)
+        assert (await repos.jobs.get("job-1")).state == JobState.PENDING
+        second = await repos.jobs.claim("job-1", lease_s=60)
+    assert second is not None
+    assert second.attempts == 2
+
+    # The first run comes back: its heartbeat and its writes are refused.
+    async with db.transaction() as repos:
+        assert not await repos.jobs.heartbeat("job-1", attempt=1)
+        with pytest.raises(ImmutableError, match="taken over"):
+            await repos.jobs.update("job-1", state=JobState.SUCCEEDED, attempt=1)
+        done = await repos.jobs.update("job-1", state=JobState.SUCCEEDED, attempt=2)
+    assert done.state == JobState.SUCCEEDED
+    async with db.transaction() as repos:
+        assert await repos.jobs.claim("job-1", lease_s=0) is None  # finished: never again
+        assert not await repos.jobs.release("job-1", attempt=2, lease_s=0, failure="x")
+
+
+async def test_a_stale_job_can_be_failed_with_the_reason(db: Database) -> None:
+    async with db.transaction() as repos:
+        await repos.jobs.create(make_job())
+        await repos.jobs.claim("job-1", lease_s=60)
+        assert await repos.jobs.release("job-1", attempt=1, lease_s=0, failure="worker lost")
+        failed = await repos.jobs.get("job-1")
+    assert (failed.state, failed.error) == (JobState.FAILED, "worker lost")
+    assert failed.finished_at is not None
+
+
+async def test_job_rejections_page_and_filter(db: Database) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    records = [
+        JobRejection(stage="decomposed", reason="no_json", item=f"q{i}", excerpt="Sure!", at=at)
+        for i in range(3)
+    ] + [JobRejection(stage="tools_verified", reason="replay_failed", message="boom", at=at)]
+    async with db.transaction() as repos:
+        await repos.jobs.create(make_job())
+        await repos.jobs.add_rejections("job-1", records)
+        total, page = await repos.jobs.rejections("job-1", limit=2, offset=1)
+        assert total == 4
+        assert [r.item for r in page] == ["q1", "q2"]
+        total, page = await repos.jobs.rejections("job-1", reason="replay_failed")
+        assert (total, page) == (1, records[3:])
+        assert (await repos.jobs.rejections("job-1", stage="merged"))[0] == 0
+        await repos.jobs.clear_rejections("job-1")
+        assert await repos.jobs.rejections("job-1") == (0, [])
 
 
 async def test_job_list_filters_and_pages_newest_first(db: Database) -> None:
@@ -728,11 +794,11 @@ def test_cli_upgrade_and_current_on_sqlite(tmp_path: Path) -> None:
 
     upgraded = _astra_db("upgrade", "--url", url, cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0003" in upgraded.stdout
+    assert "0004" in upgraded.stdout
 
     after = _astra_db("current", cwd=tmp_path, env={"ASTRA_DATABASE_URL": url})
     assert after.returncode == 0, after.stderr
-    assert after.stdout.strip() == "0003 (head)"
+    assert after.stdout.strip() == "0004 (head)"
 
 
 def test_cli_fails_with_one_line_on_an_unreachable_database(tmp_path: Path) -> None:

@@ -140,7 +140,13 @@ async def test_a_job_survives_its_worker_being_killed(
 ) -> None:
     count = 30
     async with synth_stack(
-        database_url, redis_url, tmp_path, envhost_settings, job_visibility_timeout_s=3
+        database_url,
+        redis_url,
+        tmp_path,
+        envhost_settings,
+        job_visibility_timeout_s=3,
+        job_lease_s=4,
+        job_heartbeat_s=1,
     ) as s:
         http, workers = s.http, s.workers
         first = workers.start()
@@ -152,7 +158,9 @@ async def test_a_job_survives_its_worker_being_killed(
         await wait_for_job(http, job_id, until=lambda j: stage(j, "registered")["done"] >= 3)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        workers.start()  # the unacknowledged job is delivered again and runs from the start
+        # The unacknowledged job is delivered again (or queued again once its lease ran out)
+        # and runs from the start.
+        workers.start()
 
         job = await wait_for_job(http, job_id, timeout_s=150)
         assert job["state"] == "succeeded", (job, workers.logs())

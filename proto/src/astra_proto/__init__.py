@@ -24,7 +24,14 @@ from astra_proto.episode import (
     ToolCallRecord,
 )
 from astra_proto.execution import CallOutcome, ExecutionCall, ExecutionRequest, ExecutionResult
-from astra_proto.jobs import JobKind, JobState, StageProgress, SynthesisJob
+from astra_proto.jobs import (
+    JobKind,
+    JobRejection,
+    JobRejectionPage,
+    JobState,
+    StageProgress,
+    SynthesisJob,
+)
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import POLICY_KEY, TRAJECTORY_STREAM, PolicyPointer, StreamEnvelope
 from astra_proto.tools import ReferenceCall, SyntheticTool, ToolSpec
@@ -48,6 +55,8 @@ __all__ = [
     "FinishReason",
     "FunctionCall",
     "JobKind",
+    "JobRejection",
+    "JobRejectionPage",
     "JobState",
     "Message",
     "PolicyPointer",

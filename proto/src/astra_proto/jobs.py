@@ -58,3 +58,43 @@ class SynthesisJob(ContractModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    attempts: int = Field(
+        default=0, ge=0, description="How many times a worker has started the job."
+    )
+    heartbeat_at: datetime | None = Field(
+        default=None, description="When the worker running the job last renewed its lease."
+    )
+
+
+MAX_REJECTION_TEXT = 1000
+"""Longest ``message`` or ``item`` a rejection record keeps (longer text is cut)."""
+
+MAX_REJECTION_EXCERPT = 500
+"""Longest excerpt of the rejected reply a rejection record keeps."""
+
+
+class JobRejection(ContractModel):
+    """One item a job rejected: at which stage, why, and what was rejected."""
+
+    stage: str
+    reason: str = Field(description="A short stable slug, as counted in the stage's progress.")
+    item: str | None = Field(
+        default=None, max_length=MAX_REJECTION_TEXT, description="Which item (its id or text)."
+    )
+    message: str | None = Field(
+        default=None, max_length=MAX_REJECTION_TEXT, description="Why, in words."
+    )
+    excerpt: str | None = Field(
+        default=None,
+        max_length=MAX_REJECTION_EXCERPT,
+        description="The start of the model's reply (or the input) that was rejected.",
+    )
+    at: datetime
+
+
+class JobRejectionPage(ContractModel):
+    """A page of a job's rejections, oldest first, and how many the job stored in all."""
+
+    job_id: str
+    total: int = Field(ge=0)
+    items: list[JobRejection]

@@ -16,7 +16,7 @@ from astra_proto.chat import Message, ToolCall
 from astra_proto.environment import EnvironmentSpec, SubQuestion, VerificationCertificate
 from astra_proto.episode import Episode, EpisodeRequest, ScoreRequest, ToolCallRecord
 from astra_proto.execution import CallOutcome, ExecutionCall, ExecutionRequest, ExecutionResult
-from astra_proto.jobs import SynthesisJob
+from astra_proto.jobs import JobRejectionPage, SynthesisJob
 from astra_proto.rewards import RewardBreakdown
 from astra_proto.stream import PolicyPointer, StreamEnvelope
 from astra_proto.tools import SyntheticTool, ToolSpec
@@ -37,6 +37,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "Trajectory": Trajectory,
     "RewardBreakdown": RewardBreakdown,
     "SynthesisJob": SynthesisJob,
+    "JobRejectionPage": JobRejectionPage,
     "TrajectoryEnvelope": StreamEnvelope[Trajectory],
     "PolicyPointer": PolicyPointer,
     "ExecutionCall": ExecutionCall,

@@ -19,6 +19,7 @@ from astra_synth.emulate_api import emulate_router
 from astra_synth.environments import environments_router
 from astra_synth.jobs.api import jobs_router
 from astra_synth.jobs.executor import EnvironmentExecutor
+from astra_synth.jobs.leases import with_lease_keeper
 from astra_synth.llm_endpoint import ChatModels
 from astra_synth.settings import SynthSettings
 from astra_synth.toolsets_api import toolsets_router
@@ -60,6 +61,11 @@ def create_app(settings: SynthSettings) -> FastAPI:
             emulate_router(chat_models, bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
-        lifespan=closing_lifespan(database.dispose, broker.aclose, chat_models.aclose),
+        lifespan=with_lease_keeper(
+            closing_lifespan(database.dispose, broker.aclose, chat_models.aclose),
+            database,
+            celery_app,
+            settings,
+        ),
     )
     return mount_console(app, database, settings)

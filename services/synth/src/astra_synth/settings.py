@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from astra_common.settings import ServiceSettings
@@ -66,5 +66,29 @@ class SynthSettings(ServiceSettings):
     is delivered to another worker. Jobs are idempotent, so a job running longer than this is
     run twice at worst; lower it to recover faster from crashes."""
 
+    job_lease_s: float = Field(default=120.0, gt=0)
+    """A running job's lease: a job whose worker has not renewed it for this long (the worker
+    died, hung, or lost the database) is queued again, or failed once ``job_max_attempts``
+    runs were started. The API checks leases every quarter of this."""
+
+    job_heartbeat_s: float = Field(default=20.0, gt=0)
+    """How often a worker renews the lease of the job it runs (keep well below the lease)."""
+
+    job_max_attempts: int = Field(default=3, ge=1)
+    """How many runs of one job may be started before a job whose worker is lost is failed."""
+
+    job_db_retry_s: float = Field(default=120.0, gt=0)
+    """How long a worker retries a job's progress and final writes while the database is
+    unreachable, before it gives up (the lease then settles the job)."""
+
     data_dir: str = ".astra/synth"
     """Where LLM response caches, toolsets and datasets are kept."""
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> SynthSettings:
+        if self.job_heartbeat_s >= self.job_lease_s:
+            raise ValueError(
+                f"job_heartbeat_s ({self.job_heartbeat_s}) must be below job_lease_s "
+                f"({self.job_lease_s}), or live jobs would be taken for lost"
+            )
+        return self

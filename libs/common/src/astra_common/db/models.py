@@ -99,6 +99,29 @@ class SynthesisJobRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    task_name: Mapped[str | None] = mapped_column(String(LABEL_LENGTH))
+    """The Celery task that runs the job (how a job whose worker was lost is queued again)."""
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    """How many times a worker has started the job; the latest run fences out older ones."""
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    """When the worker running the job last renewed its lease."""
+
+
+class JobRejectionRow(Base):
+    """One item a job rejected: which stage, why, and an excerpt of what was rejected."""
+
+    __tablename__ = "job_rejections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("synthesis_jobs.id", ondelete="CASCADE"), index=True
+    )
+    stage: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    reason: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    item: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+    excerpt: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class EnvironmentRow(Base):

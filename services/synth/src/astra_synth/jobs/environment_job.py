@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from astra_common.db import Database
+from astra_common.db.repositories import Registration
+from astra_common.retry import retry_transient
 from astra_proto import EnvironmentSpec, JobState, Provenance, SynthesisJob
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.lifecycle import RunningJob, run_job
@@ -104,9 +106,18 @@ async def _verify_and_register(
     pending: set[asyncio.Task[None]] = set()
 
     async def register(spec: EnvironmentSpec, *, count_stage: bool) -> None:
-        async with context.database.transaction() as repos:
-            registration = await repos.environments.register(spec)
-            await repos.environments.link_job(context.job_id, spec.id)
+        async def store() -> Registration:
+            async with context.database.transaction() as repos:
+                registration = await repos.environments.register(spec)
+                await repos.environments.link_job(context.job_id, spec.id)
+            return registration
+
+        # Registration is keyed by content hash, so a retried one never registers twice.
+        registration = await retry_transient(
+            store,
+            what=f"register {spec.id} for job {context.job_id}",
+            give_up_after_s=context.settings.job_db_retry_s,
+        )
         progress.registered(spec, created=registration.created, count_stage=count_stage)
         await progress.flush()
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Any
 
 from astra_common.db import Database, ImmutableError
-from astra_proto import EnvironmentSpec, StageProgress
+from astra_common.db.repositories import utc_now
+from astra_common.retry import DEFAULT_GIVE_UP_AFTER_S, retry_transient
+from astra_proto import EnvironmentSpec, JobRejection, StageProgress
+from astra_proto.jobs import MAX_REJECTION_EXCERPT, MAX_REJECTION_TEXT
 from astra_synth.jobs.stats import YieldStats
+
+log = logging.getLogger(__name__)
+
+MAX_STORED_REJECTIONS = 1000
+"""Rejection records kept per job run; past this only the counters grow."""
 
 
 class JobCancelled(Exception):
@@ -20,7 +29,10 @@ class JobProgress:
 
     Writes are throttled to one per ``interval_s`` unless forced, so a fast stage does not
     hammer the database. A flush that finds the job finished (cancelled over the API) raises
-    ``JobCancelled``: that is how a running job learns it must stop.
+    ``JobCancelled``: that is how a running job learns it must stop. Rejections given with
+    details are logged and stored as records of the job (``GET /v1/jobs/{id}/rejections``).
+    ``attempt``: the run writing (a run superseded by a later one is stopped the same way);
+    ``retry_s``: how long a write is retried while the database is unreachable.
     """
 
     def __init__(
@@ -31,8 +43,14 @@ class JobProgress:
         interval_s: float = 0.5,
         *,
         yield_stats: bool = True,
+        attempt: int | None = None,
+        retry_s: float = DEFAULT_GIVE_UP_AFTER_S,
     ) -> None:
         self.database = database
+        self.attempt = attempt
+        self.retry_s = retry_s
+        self._pending: list[JobRejection] = []
+        self._stored_rejections = 0
         self.job_id = job_id
         self.interval_s = interval_s
         self.stages = {name: StageProgress(stage=name) for name in stages}
@@ -55,10 +73,40 @@ class JobProgress:
         """``n`` more items passed the stage."""
         self._stage(stage).done += n
 
-    def reject(self, stage: str, reason: str) -> None:
-        """One item was rejected at ``stage`` for ``reason`` (a short stable slug)."""
+    def reject(
+        self,
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        """One item was rejected at ``stage`` for ``reason`` (a short stable slug): counted,
+        logged, and kept as a record with ``item`` (which one), ``message`` (why) and
+        ``excerpt`` (the start of the rejected reply), each cut to a bounded size."""
         rejected = self._stage(stage).rejected
         rejected[reason] = rejected.get(reason, 0) + 1
+        log.info(
+            "job %s rejected %s at %s: %s%s",
+            self.job_id,
+            item or "an item",
+            stage,
+            reason,
+            f" ({message})" if message else "",
+        )
+        if self._stored_rejections + len(self._pending) >= MAX_STORED_REJECTIONS:
+            return
+        self._pending.append(
+            JobRejection(
+                stage=stage,
+                reason=reason,
+                item=_cut(item, MAX_REJECTION_TEXT),
+                message=_cut(message, MAX_REJECTION_TEXT),
+                excerpt=_cut(excerpt, MAX_REJECTION_EXCERPT),
+                at=utc_now(),
+            )
+        )
 
     def registered(self, spec: EnvironmentSpec, *, created: bool, count_stage: bool = True) -> None:
         """One environment reached the registry (``count_stage``: advance the ``registered``
@@ -89,12 +137,27 @@ class JobProgress:
         if not force and now - self._last_flush < self.interval_s:
             return
         self._last_flush = now
-        try:
+        pending = list(self._pending)
+        progress, result = self.snapshot(), self._result()
+
+        async def write() -> None:
             async with self.database.transaction() as repos:
                 await repos.jobs.update(
-                    self.job_id,
-                    progress=self.snapshot(),
-                    result=self._result(),
+                    self.job_id, progress=progress, result=result, attempt=self.attempt
                 )
+                await repos.jobs.add_rejections(self.job_id, pending)
+
+        try:
+            await retry_transient(
+                write, what=f"store progress of job {self.job_id}", give_up_after_s=self.retry_s
+            )
         except ImmutableError:
             raise JobCancelled(self.job_id) from None
+        del self._pending[: len(pending)]
+        self._stored_rejections += len(pending)
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"

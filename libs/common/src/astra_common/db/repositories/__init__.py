@@ -17,7 +17,7 @@ from astra_common.db.repositories.environments import (
     Registration,
 )
 from astra_common.db.repositories.episodes import EpisodeRepository
-from astra_common.db.repositories.jobs import TERMINAL_JOB_STATES, JobRepository
+from astra_common.db.repositories.jobs import TERMINAL_JOB_STATES, JobRepository, StaleJob
 from astra_common.db.repositories.trajectories import TrajectoryArchive
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "EpisodeRepository",
     "JobRepository",
     "Registration",
+    "StaleJob",
     "TrajectoryArchive",
     "utc_now",
 ]
