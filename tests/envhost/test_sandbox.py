@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from envhost_support import descendants
@@ -25,11 +29,15 @@ from astra_envhost.sandbox import (
     find_bwrap,
 )
 from astra_envhost.sandbox.command import (
+    NOBODY,
+    PYTHON_IN_SANDBOX,
     WORKER_IN_SANDBOX,
     WORKER_SOURCE,
     InterpreterLayout,
+    default_host_identity,
     worker_command,
 )
+from astra_envhost.sandbox.process import WorkerProcess
 from astra_envhost.sandbox.seccomp import SeccompUnsupportedError, build_filter
 from astra_proto.tools import SyntheticTool, ToolSpec
 
@@ -353,20 +361,98 @@ async def test_a_bwrap_that_cannot_start_is_a_tool_error() -> None:
 
 def test_bubblewrap_command_binds_no_host_tree_but_the_interpreter() -> None:
     argv = worker_command("bubblewrap", FAST, bwrap="/usr/bin/bwrap", seccomp_fd=3, info_fd=4)
-    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+    for flag in ("--die-with-parent", "--new-session", "--clearenv"):
         assert flag in argv
     binds = {argv[i + 1]: argv[i + 2] for i, arg in enumerate(argv) if arg == "--ro-bind"}
     assert binds.pop(str(WORKER_SOURCE)) == WORKER_IN_SANDBOX  # the one file of the repo
     assert binds.pop("/usr") == "/usr"
     interpreter = InterpreterLayout.of_running_interpreter()
-    assert binds.pop(interpreter.executable) == interpreter.executable
-    assert binds.pop(interpreter.stdlib) == interpreter.stdlib
-    allowed = (interpreter.stdlib, "/lib", "/bin", "/sbin", str(interpreter.libpython))
-    for source in binds:  # what is left: lib-dynload, libpython, real /lib* directories
-        assert source.startswith(allowed), source
+    assert binds.pop(interpreter.executable) == interpreter.executable_in_sandbox
+    assert binds.pop(interpreter.stdlib) == interpreter.stdlib_in_sandbox
+    if interpreter.libpython:
+        assert binds.pop(interpreter.libpython).startswith(f"{PYTHON_IN_SANDBOX}/")
+    for source, target in binds.items():  # what is left: the real /lib* directories, if any
+        assert source == target, source
+        assert source.startswith(("/lib", "/bin", "/sbin")), source
     assert "--bind" not in argv  # nothing of the host is writable
+    assert "--proc" not in argv  # no kernel interface at all
+    assert "/sys" not in argv
+    assert argv[argv.index("--") + 1] == interpreter.executable_in_sandbox
     scratch = next(i for i, arg in enumerate(argv) if argv[i - 1 : i + 1] == ["--tmpfs", "/tmp"])
     assert argv[scratch - 3 : scratch - 1] == ["--size", str(FAST.scratch_bytes)]
+
+
+def test_a_root_envhost_runs_tool_code_as_nobody_without_a_user_namespace() -> None:
+    argv = worker_command("bubblewrap", FAST, bwrap="/usr/bin/bwrap", run_as=NOBODY)
+    # A user namespace made by root would map the sandbox to host uid 0.
+    assert "--unshare-user" not in argv
+    assert "--unshare-all" not in argv
+    for namespace in ("pid", "net", "ipc", "uts"):
+        assert f"--unshare-{namespace}" in argv
+    caps = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--cap-add"]
+    assert argv[argv.index("--cap-add") - 2 : argv.index("--cap-add")] == ["--cap-drop", "ALL"]
+    assert sorted(caps) == ["CAP_SETGID", "CAP_SETUID"]  # the worker's switch, and no more
+    worker_settings = json.loads(argv[-1])
+    assert (worker_settings["run_as_uid"], worker_settings["run_as_gid"]) == (65534, 65534)
+
+
+def test_an_ordinary_envhost_gets_a_user_namespace_and_no_identity_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert default_host_identity() is None
+    argv = worker_command("bubblewrap", FAST, bwrap="/usr/bin/bwrap")
+    for flag in ("--unshare-all", "--unshare-user", "--disable-userns"):
+        assert flag in argv
+    assert argv[argv.index("--uid") + 1] == argv[argv.index("--gid") + 1] == "65534"
+    assert "--cap-add" not in argv
+    assert "run_as_uid" not in json.loads(argv[-1])
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_host_identity() == NOBODY
+
+
+async def test_the_user_namespace_shape_runs_tools_at_neutral_paths() -> None:
+    """What an ordinary envhost runs (here started by whoever runs the tests)."""
+    code = """
+    import os, sys
+    def run():
+        return {"ids": [*os.getresuid(), *os.getresgid()], "proc": os.path.exists("/proc"),
+                "executable": sys.executable, "tmp": os.access("/tmp", os.W_OK)}
+    """
+    worker = await WorkerProcess.start("bubblewrap", FAST, run_as=None)
+    try:
+        request = {"op": "load", "tools": [{"name": "t", "code": textwrap.dedent(code),
+                                            "entrypoint": "run"}]}  # fmt: skip
+        assert (await worker.request(request, 10))["load_errors"] == {}
+        reply = await worker.request({"op": "call", "tool": "t", "arguments": {}}, 10)
+    finally:
+        await worker.stop()
+    assert reply["result"] == {
+        "ids": [65534] * 6,
+        "proc": False,
+        "executable": InterpreterLayout.of_running_interpreter().executable_in_sandbox,
+        "tmp": True,
+    }
+    if os.geteuid() == 0:  # that shape would map the sandbox to host root: never chosen here
+        with pytest.raises(SandboxUnavailableError, match="would keep host uid 0"):
+            check_sandbox_available("bubblewrap", run_as=None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root envhost switches tool code's uid")
+def test_start_up_check_says_why_the_unprivileged_identity_cannot_import(tmp_path: Path) -> None:
+    real = InterpreterLayout.of_running_interpreter()
+    assert real.dynload is not None
+    dynload = tmp_path / "lib-dynload"
+    shutil.copytree(real.dynload, dynload)
+    layout = dataclasses.replace(real, dynload=str(dynload))
+    dynload.chmod(0o755)
+    tmp_path.chmod(0o755)
+    check_sandbox_available("bubblewrap", interpreter=layout)  # the copy itself works
+    dynload.chmod(0o700)
+    with pytest.raises(
+        SandboxUnavailableError, match=rf"uid 65534 / gid 65534, which cannot read {dynload}"
+    ):
+        check_sandbox_available("bubblewrap", interpreter=layout)
 
 
 def test_seccomp_filter_exists_for_x86_64_and_aarch64_only() -> None:

@@ -4,8 +4,10 @@ unaffected, and the episode answers its next call normally."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import sys
 import textwrap
 import time
 import uuid
@@ -19,7 +21,7 @@ from envhost_support import descendants
 
 from astra_envhost.backends import ToolExecutionError
 from astra_envhost.sandbox import SandboxBackend, SandboxLimits, find_bwrap
-from astra_envhost.sandbox.command import WORKER_ENV
+from astra_envhost.sandbox.command import InterpreterLayout, bubblewrap_worker_env
 from astra_proto.tools import SyntheticTool, ToolSpec
 
 pytestmark = pytest.mark.skipif(
@@ -169,8 +171,7 @@ async def test_host_files_are_not_visible(secret_files: dict[str, str]) -> None:
         assert outcome[path] == "FileNotFoundError", path
     for path in [str(REPO_ROOT / "pyproject.toml"), str(REPO_ROOT / ".venv")]:
         assert outcome[path] == "FileNotFoundError", path
-    # /proc/1 is the sandbox's own pid 1 (bwrap, started with an empty environment)
-    assert outcome["/proc/1/environ"] in ("PATH=/usr/bin:/bin\0", "PermissionError")
+    assert outcome["/proc/1/environ"] == "FileNotFoundError"  # no /proc at all
     assert not any(secret in str(outcome) for secret in secret_files.values())
 
 
@@ -181,20 +182,24 @@ async def test_host_environment_does_not_leak(monkeypatch: pytest.MonkeyPatch) -
     import os
     def attack():
         environs = {}
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    with open(f"/proc/{pid}/environ", "rb") as handle:
-                        environs[pid] = handle.read().decode(errors="replace")
-                except OSError as exc:
-                    environs[pid] = type(exc).__name__
+        try:
+            pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+        except OSError as exc:
+            pids, environs["/proc"] = [], type(exc).__name__
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as handle:
+                    environs[pid] = handle.read().decode(errors="replace")
+            except OSError as exc:
+                environs[pid] = type(exc).__name__
         return {"environ": dict(os.environ), "processes": environs}
     """
     async with episode(code) as box:
         outcome = await box.attack()
     assert "ASTRA_TEST_API_KEY" not in outcome["environ"]
-    assert set(outcome["environ"]) <= {*WORKER_ENV, "PWD"}
-    assert len(outcome["processes"]) <= 3  # only the sandbox's own pid namespace is visible
+    expected = bubblewrap_worker_env(InterpreterLayout.of_running_interpreter())
+    assert set(outcome["environ"]) <= {*expected, "PWD"}
+    assert outcome["processes"] == {"/proc": "FileNotFoundError"}  # no process is visible
     assert secret not in str(outcome)
 
 
@@ -412,3 +417,152 @@ async def test_os_subprocess_ctypes_and_socket_reach_nothing() -> None:
     for call in ("unshare_user", "ptrace", "mount"):
         assert outcome[call] == -1, call
     assert existing([str(REPO_ROOT)])  # and the host carries on, unaffected
+
+
+def host_sysctls() -> dict[str, str]:
+    """Host-wide kernel settings (not namespaced) and their current values, as the host reads
+    them. Tool code writes back the same value: the point is whether the write is accepted."""
+    paths = ["/proc/sys/vm/swappiness", "/proc/sys/kernel/printk", "/proc/sys/fs/file-max"]
+    values = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            values[path] = Path(path).read_text()
+    return values
+
+
+async def test_host_kernel_settings_cannot_be_changed() -> None:
+    code = """
+    import os
+    def attack(settings):
+        outcome = {}
+        for path, value in settings.items():
+            try:
+                with open(path, "w") as handle:
+                    handle.write(value)  # the host's own value: accepted means writable
+                outcome[path] = "written"
+            except OSError as exc:
+                outcome[path] = type(exc).__name__
+        for path in ["/proc/sysrq-trigger", "/sys/kernel/mm/transparent_hugepage/enabled",
+                     "/sys/kernel/uevent_helper", "/proc/sys/kernel/hostname"]:
+            try:
+                os.close(os.open(path, os.O_WRONLY))  # opened only: nothing is written
+                outcome[path] = "opened for writing"
+            except OSError as exc:
+                outcome[path] = type(exc).__name__
+        return outcome
+    """
+    settings = host_sysctls()
+    assert settings, "no host sysctl readable here"
+    async with episode(code) as box:
+        outcome = await box.attack(settings=settings)
+    assert not [path for path, result in outcome.items() if result != "FileNotFoundError"], outcome
+    assert host_sysctls() == settings
+
+
+async def test_kernel_and_process_information_is_not_reachable() -> None:
+    code = """
+    import os
+    def attack():
+        outcome = {}
+        for path in ["/proc/kallsyms", "/proc/kcore", "/proc/self/mountinfo", "/proc/1/cmdline",
+                     "/proc/self/status", "/proc/keys", "/sys/kernel/notes", "/sys/fs/cgroup"]:
+            try:
+                with open(path, "rb") as handle:
+                    outcome[path] = handle.read(64).hex()
+            except OSError as exc:
+                outcome[path] = type(exc).__name__
+        outcome["root"] = sorted(os.listdir("/"))
+        return outcome
+    """
+    async with episode(code) as box:
+        outcome = await box.attack()
+    root = outcome.pop("root")
+    assert not [path for path, result in outcome.items() if result != "FileNotFoundError"], outcome
+    assert "proc" not in root, root
+    assert "sys" not in root, root
+
+
+async def test_no_host_path_is_visible_to_tool_code() -> None:
+    code = """
+    import os, sys, traceback
+    def attack():
+        outcome = {
+            "executable": sys.executable, "path": sys.path, "prefix": sys.prefix,
+            "base_prefix": sys.base_prefix, "exec_prefix": sys.exec_prefix,
+            "os": os.__file__, "main": getattr(sys.modules["__main__"], "__file__", None),
+            "environ": dict(os.environ), "cwd": os.getcwd(),
+        }
+        for path in ["/proc/self/mountinfo", "/proc/self/mounts", "/proc/1/cmdline",
+                     "/proc/self/cmdline", "/proc/1/environ", "/proc/self/environ"]:
+            try:
+                with open(path, "rb") as handle:
+                    outcome[path] = handle.read().decode(errors="replace")
+            except OSError as exc:
+                outcome[path] = type(exc).__name__
+        try:
+            outcome["exe"] = os.readlink("/proc/self/exe")
+        except OSError as exc:
+            outcome["exe"] = type(exc).__name__
+        try:
+            import json
+            json.loads("{not json")
+        except ValueError:
+            outcome["traceback"] = traceback.format_exc()
+        return outcome
+    """
+    interpreter = InterpreterLayout.of_running_interpreter()
+    host_paths = {
+        str(REPO_ROOT), sys.prefix, sys.base_prefix, sys.exec_prefix, interpreter.executable,
+        interpreter.stdlib, "/root/", "/work/",
+    }  # fmt: skip
+    async with episode(code) as box:
+        outcome = await box.attack()
+    seen = str(outcome)
+    assert not [path for path in host_paths if path in seen], [
+        seen[max(0, seen.find(path) - 200) : seen.find(path) + 50]
+        for path in host_paths
+        if path in seen
+    ]
+    assert outcome["executable"].startswith("/sandbox/")
+    assert "/sandbox/" in outcome["traceback"]
+
+
+def worker_host_process(bwrap_pid: int) -> int:
+    """Host pid of the interpreter in the sandbox (below bwrap and the sandbox's pid 1)."""
+    workers = []
+    for pid in descendants(bwrap_pid):
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            command = stat.read().split(b"(", 1)[1].rsplit(b")", 1)[0]
+        if command != b"bwrap":
+            workers.append(pid)
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+def status_fields(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as status:
+        return dict(line.split(":", 1) for line in status.read().splitlines() if ":" in line)
+
+
+async def test_tool_code_runs_as_an_unprivileged_host_identity() -> None:
+    code = """
+    import os
+    def attack():
+        return {"uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups()}
+    """
+    async with episode(code) as box:
+        inside = await box.attack()
+        bwrap_pid = box.backend.pid
+        assert bwrap_pid is not None
+        status = status_fields(worker_host_process(bwrap_pid))
+    host_uids = {int(uid) for uid in status["Uid"].split()}
+    host_gids = {int(gid) for gid in status["Gid"].split()}
+    assert 0 not in host_uids, status
+    assert 0 not in host_gids, status
+    if os.geteuid() == 0:  # a root envhost hands tool code to nobody/nogroup
+        assert host_uids == host_gids == {65534}
+    else:  # an ordinary envhost's code runs as that user, who cannot switch
+        assert host_uids == {os.geteuid()}
+    assert status["Groups"].split() == []
+    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+    assert inside == {"uid": [65534] * 3, "gid": [65534] * 3, "groups": []}

@@ -10,9 +10,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from typing import Any
+from typing import Any, Literal
 
-from astra_envhost.sandbox.command import BWRAP_ENV, WORKER_ENV, worker_command
+from astra_envhost.sandbox.command import BWRAP_ENV, WORKER_ENV, HostIdentity, worker_command
 from astra_envhost.sandbox.limits import SandboxLimits, SandboxMode
 from astra_envhost.sandbox.pipes import ReplyTooLarge, WorkerPipes
 from astra_envhost.sandbox.seccomp import build_filter
@@ -68,9 +68,16 @@ class WorkerProcess:
 
     @classmethod
     async def start(
-        cls, mode: SandboxMode, limits: SandboxLimits, *, bwrap: str | None = None
+        cls,
+        mode: SandboxMode,
+        limits: SandboxLimits,
+        *,
+        bwrap: str | None = None,
+        run_as: HostIdentity | Literal["default"] | None = "default",
     ) -> WorkerProcess:
-        """Spawn a worker (it loads no tools until asked). Raises ``WorkerFailure``."""
+        """Spawn a worker (it loads no tools until asked). Raises ``WorkerFailure``.
+
+        ``run_as`` is the host identity of tool code (see ``command.worker_command``)."""
         scratch_dir: str | None = None
         info_fd: int | None = None
         pass_fds: tuple[int, ...] = ()
@@ -82,7 +89,12 @@ class WorkerProcess:
             os.set_blocking(info_fd, False)
             pass_fds = (seccomp_read, info_write)
             argv = worker_command(
-                mode, limits, bwrap=bwrap, seccomp_fd=seccomp_read, info_fd=info_write
+                mode,
+                limits,
+                bwrap=bwrap,
+                seccomp_fd=seccomp_read,
+                info_fd=info_write,
+                run_as=run_as,
             )
             env = BWRAP_ENV
         else:

@@ -2,7 +2,9 @@
 
 Standard library only and no astra imports: it is bound read-only into the sandbox as this one
 file and run as ``python -s -S -P -B worker.py LIMITS_JSON``. Start-up order matters: it applies
-the resource limits and takes the protocol pipes away from fds 0/1 *before* any tool code runs.
+the resource limits, switches to the unprivileged host identity it is given (``run_as_uid``,
+``run_as_gid``: when envhost is root) and takes the protocol pipes away from fds 0/1 *before*
+any tool code runs.
 
 Protocol (JSON lines; the host writes one request and reads one reply at a time)::
 
@@ -47,12 +49,36 @@ def apply_limits(limits: dict[str, int]) -> None:
     """Apply the rlimits of ``SandboxLimits.worker_rlimits()`` to this process."""
     _lower_limit(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["worker_cpu_seconds"])
     _lower_limit(resource.RLIMIT_AS, limits["memory_bytes"])
-    _lower_limit(resource.RLIMIT_NPROC, limits["max_processes"])
+    if "run_as_uid" not in limits:
+        # In a user namespace of its own the count is this sandbox's. Switched to a host uid
+        # that every sandbox shares, it would count all their threads together: not applied.
+        _lower_limit(resource.RLIMIT_NPROC, limits["max_processes"])
     _lower_limit(resource.RLIMIT_NOFILE, limits["max_open_files"])
     _lower_limit(resource.RLIMIT_FSIZE, limits["max_file_bytes"])
     _lower_limit(resource.RLIMIT_CORE, 0)
     # A write past RLIMIT_FSIZE then fails with EFBIG instead of killing the worker.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def switch_identity(uid: int, gid: int) -> None:
+    """Become host ``uid``/``gid`` with no supplementary group; exit unless that took.
+
+    Started as root (by a root envhost, with no user namespace), the worker holds only the
+    capabilities to switch ids; switching all three uids away from 0 clears them as well.
+    """
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        sys.exit(f"the worker cannot switch to uid {uid} / gid {gid}: {exc}")
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
+        sys.exit(f"the worker did not become uid {uid} / gid {gid}")
+    try:
+        os.setresuid(0, 0, 0)
+    except PermissionError:
+        return
+    sys.exit("the worker could switch back to uid 0 after dropping it")
 
 
 def rearm_cpu_limit(cpu_seconds: int) -> None:
@@ -183,6 +209,8 @@ class ToolWorker:
 def main(argv: list[str]) -> None:
     limits: dict[str, int] = json.loads(argv[1])
     apply_limits(limits)
+    if "run_as_uid" in limits:
+        switch_identity(limits["run_as_uid"], limits["run_as_gid"])
     requests, replies = take_protocol_pipes()
     ToolWorker(limits).serve(requests, replies)
 
