@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from astra_common.db import Database, ImmutableError, NotFoundError
-from astra_proto import JobKind, JobState, StageProgress, SynthesisJob
+from astra_proto import JobKind, JobRejectionPage, JobState, StageProgress, SynthesisJob
 from astra_synth.jobs.requests import (
     MAX_QA_BYTES,
     DatasetJobRequest,
@@ -154,7 +154,7 @@ def jobs_router(
             id=f"job_{uuid.uuid4().hex}", kind=kind, params=params, created_at=now, updated_at=now
         )
         async with database.transaction() as repos:
-            created = await repos.jobs.create(job)
+            created = await repos.jobs.create(job, task_name=task)
         try:
             await asyncio.to_thread(celery_app.send_task, task, args=[job.id], task_id=job.id)
         except Exception as exc:
@@ -184,6 +184,27 @@ def jobs_router(
     async def job_stats(job_id: str) -> JobStats:
         job = await _get(database, job_id)
         return JobStats(job_id=job.id, state=job.state, progress=job.progress, stats=job.result)
+
+    @router.get("/{job_id}/rejections", summary="The items a job rejected, oldest first")
+    async def job_rejections(
+        job_id: str,
+        stage: str | None = None,
+        reason: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> JobRejectionPage:
+        """Which item each rejection hit, at which stage, the reason and an excerpt of the
+        rejected reply; filtered by ``stage`` and ``reason`` when given. The counts by reason
+        are in the job's progress (records are kept for the first 1000 rejections of a run)."""
+        try:
+            async with database.transaction() as repos:
+                await repos.jobs.get(job_id)
+                total, items = await repos.jobs.rejections(
+                    job_id, stage=stage, reason=reason, limit=limit, offset=offset
+                )
+        except NotFoundError:
+            raise HTTPException(404, detail=f"no job {job_id!r}") from None
+        return JobRejectionPage(job_id=job_id, total=total, items=items)
 
     @router.post("/{job_id}/cancel", dependencies=[Depends(auth)], summary="Cancel a job")
     async def cancel_job(job_id: str) -> SynthesisJob:
