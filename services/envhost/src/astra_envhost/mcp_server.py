@@ -81,13 +81,21 @@ class ClientEpisodes:
         self._opening = asyncio.Lock()
 
     def get(self, session_id: str) -> LiveEpisode | None:
-        """The session's open episode, if it has one."""
+        """The session's open episode; None before its first call.
+
+        ``EpisodeNotFound`` when its episode was closed (over REST) or expired: the session
+        does not silently start over in a fresh state.
+        """
         episode_id = self.by_session.get(session_id)
         if episode_id is None:
             return None
         episode = self.manager.live.get(episode_id)
-        if episode is None:  # closed over REST, or expired
-            del self.by_session[session_id]
+        if episode is None:
+            raise EpisodeNotFound(
+                f"this session's episode {episode_id!r} was closed or expired (clients idle for "
+                f"{self.manager.client_idle_timeout:g}s are reclaimed); connect again for a "
+                "fresh episode"
+            )
         return episode
 
     async def open(self, session_id: str, env_id: str) -> LiveEpisode:
@@ -96,9 +104,11 @@ class ClientEpisodes:
             episode = self.get(session_id)
             if episode is not None:
                 return episode
-            for held, episode_id in list(self.by_session.items()):
-                if episode_id not in self.manager.live:
-                    del self.by_session[held]
+            if len(self.by_session) > max(1024, 2 * len(self.manager.live)):
+                # sessions whose episode is gone: by now the SDK has closed them as idle too
+                for held, episode_id in list(self.by_session.items()):
+                    if episode_id not in self.manager.live:
+                        del self.by_session[held]
             episode = await self.manager.create(EpisodeRequest(env_id=env_id), for_client=True)
             self.by_session[session_id] = episode.id
             return episode
