@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from astra.api_client import ApiClient, ApiError, service_url
+from astra.cli_rejections import EXCERPT_CHARS, one_line, print_rejections
 from astra.cli_support import call, console
 from astra.cli_support import fail as _fail
 
@@ -90,12 +91,12 @@ def start_job(
             console.print(f"job {job['id']} started" + (f" ({source})" if source else ""))
             if wait:
                 job = follow(client, job["id"])
+                summary(job)
+                print_rejections(client, job)
     except ApiError as exc:
         raise _fail(str(exc)) from None
-    if wait:
-        summary(job)
-        if job["state"] != "succeeded":
-            raise _fail(f"job {job['id']} {job['state']}: {job.get('error') or ''}".strip())
+    if wait and job["state"] != "succeeded":
+        raise _fail(f"job {job['id']} {job['state']}: {job.get('error') or ''}".strip())
 
 
 def follow(client: ApiClient, job_id: str, poll_s: float = 0.5) -> dict[str, Any]:
@@ -164,9 +165,41 @@ def list_jobs(
 def show_job(
     job_id: JobId, synth_url: SynthUrl = None, state_dir: StateDir = Path(".astra")
 ) -> None:
-    """Print one job (JSON)."""
-    job = call("synth", synth_url, state_dir, "GET", f"/v1/jobs/{job_id}")
-    console.print_json(json.dumps(job))
+    """Print one job (JSON), then what it rejected and why."""
+    try:
+        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
+            job = client.get(f"/v1/jobs/{job_id}")
+            console.print_json(json.dumps(job))
+            print_rejections(client, job)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+
+
+@synth_app.command("rejections")
+def list_rejections(
+    job_id: JobId,
+    stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many rows.")] = 0,
+    synth_url: SynthUrl = None,
+    state_dir: StateDir = Path(".astra"),
+) -> None:
+    """The items a job rejected, oldest first: stage, reason, item, message, reply excerpt."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    params |= {key: value for key, value in (("stage", stage), ("reason", reason)) if value}
+    page = call(
+        "synth", synth_url, state_dir, "GET", f"/v1/jobs/{job_id}/rejections", params=params
+    )
+    table = Table(title=f"{len(page['items'])} of {page['total']} rejections of {job_id}")
+    for column in ("stage", "reason", "item", "message", "excerpt"):
+        table.add_column(column, overflow="fold")
+    for record in page["items"]:
+        table.add_row(
+            record["stage"], record["reason"], record.get("item") or "",
+            record.get("message") or "", one_line(record.get("excerpt") or "", EXCERPT_CHARS),
+        )  # fmt: skip
+    console.print(table)
 
 
 @synth_app.command("cancel")

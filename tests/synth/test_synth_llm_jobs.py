@@ -4,7 +4,10 @@ verification in envhost's sandbox, registration, and the failure of an unreachab
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,16 +32,31 @@ pytestmark = [
 Settings = Callable[..., EnvhostSettings]
 
 
+async def astra(*args: str) -> tuple[int, str, str]:
+    """Run the ``astra`` CLI; (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "astra.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
 async def test_qa_job_registers_what_passes_and_reports_malformed_lines(
     database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
 ) -> None:
     requests: list[dict[str, Any]] = []
-    llm = fake_openai(ScriptedLLM(freedonia_script()), requests)
+    script = freedonia_script()
+    chatty = "Sure! Here is how I would split that question up."  # not the JSON asked for
+    script[("decompose", "Is Fredville rainy?")] = [chatty]
+    llm = fake_openai(ScriptedLLM(script), requests)
     qa_jsonl = "\n".join(
         [
             FREEDONIA.model_dump_json(exclude_none=True),
             "{not json",
             json.dumps({"question": "Who?"}),  # no answer
+            json.dumps({"question": "Is Fredville rainy?", "answer": "yes"}),
         ]
     )
     async with (
@@ -62,12 +80,50 @@ async def test_qa_job_registers_what_passes_and_reports_malformed_lines(
 
         job = await wait_for_job(http, job_id)
         assert job["state"] == "succeeded", (job, workers.logs())
-        assert stage(job, "decomposed")["rejected"] == {"malformed_line": 2}
+        assert stage(job, "decomposed")["rejected"] == {
+            "malformed_line": 2,
+            "unparseable_decomposition": 1,
+        }
+        assert stage(job, "decomposed")["total"] == 4  # every line is an item
         for name in ("decomposed", "passed_quality", "tools_verified", "merged", "registered"):
-            assert stage(job, name)["done"] == 1, (name, job["progress"])
+            progress = stage(job, name)
+            assert progress["done"] == 1, (name, job["progress"])
+            assert progress["done"] + sum(progress["rejected"].values()) <= progress["total"]
         assert [e["line"] for e in job["result"]["line_errors"]] == [2, 3]
         assert job["result"]["registered"] == 1
-        assert job["result"]["llm_usage"]["calls"] == len(requests) > 0
+        usage = job["result"]["llm_usage"]
+        assert usage["calls"] == len(requests) > 0
+        assert usage["by_stage"]["decomposed"] == 2  # one per well-formed line
+        assert sum(usage["by_stage"].values()) == len(requests)
+
+        # Every rejection can be read: which item, at which stage, why, and the reply.
+        page = (await http.get(f"/v1/jobs/{job_id}/rejections")).json()
+        assert page["total"] == 3
+        by_reason = {r["reason"]: r for r in page["items"]}
+        assert by_reason.keys() == {"malformed_line", "unparseable_decomposition"}
+        unparseable = by_reason["unparseable_decomposition"]
+        assert unparseable["stage"] == "decomposed"
+        assert "Is Fredville rainy?" in unparseable["item"]
+        assert "not JSON" in unparseable["message"]
+        assert unparseable["excerpt"] == chatty
+        lines = (
+            await http.get(f"/v1/jobs/{job_id}/rejections", params={"reason": "malformed_line"})
+        ).json()
+        assert [r["item"] for r in lines["items"]] == ["line 2", "line 3"]
+        assert (await http.get("/v1/jobs/job_nope/rejections")).status_code == 404
+        assert f"job {job_id} rejected" in workers.logs()  # each one is logged by the worker
+
+        # The CLI says why: reasons with counts, and examples with the model's reply.
+        code, out, err = await astra("synth", "show", job_id, "--synth-url", synth_url)
+        assert code == 0, err
+        assert "3 rejected:" in out
+        assert "2 x malformed_line (at decomposed)" in out
+        assert "1 x unparseable_decomposition (at decomposed)" in out
+        assert chatty in out
+        code, out, err = await astra("synth", "rejections", job_id, "--synth-url", synth_url)
+        assert code == 0, err
+        assert "3 of 3 rejections" in out
+        assert "unparseable_decomposition" in out
 
         listed = (await http.get("/v1/environments", params={"job_id": job_id})).json()
         assert listed["total"] == 1

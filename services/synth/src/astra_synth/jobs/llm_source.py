@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_synth.jobs.requests import EnvironmentJobRequest
+from astra_synth.llm import LLMUsage
 from astra_synth.llm_endpoint import chat_model
 from astra_synth.llm_pipeline import (
     Accepted,
@@ -37,16 +38,21 @@ async def llm_environments(
     if request.qa_jsonl is not None:
         qa_items, line_errors = parse_qa_lines(request.qa_jsonl)
         items = list(qa_items)
-        for _ in line_errors:
-            context.progress.reject("decomposed", "malformed_line")
+        for error in line_errors:
+            context.progress.reject(
+                "decomposed", "malformed_line", item=f"line {error.line}", message=error.message
+            )
         context.progress.notes["line_errors"] = [
             {"line": e.line, "message": e.message} for e in line_errors[:MAX_LINE_ERRORS_KEPT]
         ]
+        rejected_before = len(line_errors)
     else:
         items = [KnowledgeItem(text=text) for text in request.knowledge or []]
+        rejected_before = 0
     items = items[: request.count]
     await context.progress.flush(force=True)
     model = request.llm_model or settings.llm_model
+    by_stage = LLMUsage()  # the chat model counts calls and tokens; this, calls per stage
     async with chat_model(settings, request.llm_base_url, request.llm_model) as llm:
         async for outcome in synthesize(
             items,
@@ -55,8 +61,12 @@ async def llm_environments(
             settings=pipeline,
             progress=context.progress,
             job_id=context.job_id,
+            usage=by_stage,
+            rejected_before=rejected_before,
         ):
-            context.progress.notes["llm_usage"] = dataclasses.asdict(llm.usage)
+            context.progress.notes["llm_usage"] = dataclasses.asdict(llm.usage) | {
+                "by_stage": dict(by_stage.by_stage)
+            }
             await context.progress.flush()
             if isinstance(outcome, Accepted):
                 yield _with_job(outcome.spec, context.job_id, model)

@@ -72,12 +72,18 @@ def parse_reply(text: str, model: type[_Reply]) -> _Reply:
 
 class StageAsker:
     """Asks the chat model for one stage's JSON, with the pipeline's sampling settings, and
-    counts every call under its stage name in ``usage``."""
+    counts every call under its stage name in ``usage``. ``last_reply`` is the text of the
+    latest reply it received (what a rejection shows as its excerpt)."""
 
     def __init__(self, llm: ChatModel, settings: PipelineSettings, usage: LLMUsage) -> None:
         self.llm = llm
         self.settings = settings
         self.usage = usage
+        self.last_reply = ""
+
+    def for_item(self) -> StageAsker:
+        """An asker for one item: same model, settings and usage, its own ``last_reply``."""
+        return StageAsker(self.llm, self.settings, self.usage)
 
     async def ask(
         self,
@@ -123,6 +129,7 @@ class StageAsker:
                     "content": f"That was refused: {problem}\n{RETRY_REQUEST}",
                 }
             )
+        self.last_reply = ""  # a request refused outright has no reply to show
         completion = await self.llm.complete(
             messages,
             temperature=self.settings.judge_temperature if judge else self.settings.temperature,
@@ -130,6 +137,7 @@ class StageAsker:
             response_format={"type": "json_object"} if self.settings.json_mode else None,
         )
         self.usage.record(completion, stage)
+        self.last_reply = completion.text
         try:
             return parse_reply(completion.text, model), completion.text
         except Unparseable as exc:

@@ -70,6 +70,8 @@ class Rejected:
     stage: str
     reason: str
     detail: str = ""
+    excerpt: str = ""
+    """The start of the model's last reply about the item (empty when there was none)."""
 
 
 PipelineOutcome = Accepted | Rejected
@@ -86,8 +88,17 @@ class ProgressSink(Protocol):
         """``n`` more items passed ``stage``."""
         ...
 
-    def reject(self, stage: str, reason: str) -> None:
-        """One item was dropped at ``stage`` for ``reason``."""
+    def reject(
+        self,
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        """One item was dropped at ``stage`` for ``reason``: ``item`` says which, ``message``
+        why, ``excerpt`` is the start of the model reply that was refused."""
         ...
 
 
@@ -105,6 +116,14 @@ class StageCounts:
     def advance(self, stage: str, n: int = 1) -> None:
         self.done[stage] = self.done.get(stage, 0) + n
 
-    def reject(self, stage: str, reason: str) -> None:
+    def reject(
+        self,
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
         counts = self.rejected.setdefault(stage, {})
         counts[reason] = counts.get(reason, 0) + 1

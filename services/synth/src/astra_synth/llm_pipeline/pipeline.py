@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from astra_proto import Provenance, SyntheticTool
 from astra_synth.llm import ChatModel, LLMUsage
-from astra_synth.llm_pipeline.ask import StageAsker
+from astra_synth.llm_pipeline.ask import StageAsker, cut
 from astra_synth.llm_pipeline.decompose import decompose
 from astra_synth.llm_pipeline.executor import ToolExecutor
 from astra_synth.llm_pipeline.items import KnowledgeItem, QaItem
@@ -48,6 +48,7 @@ async def synthesize(
     progress: ProgressSink,
     job_id: str | None,
     usage: LLMUsage | None = None,
+    rejected_before: int = 0,
 ) -> AsyncIterator[PipelineOutcome]:
     """One ``Accepted`` (spec with a passed certificate) or ``Rejected`` per item, as each
     finishes.
@@ -56,10 +57,11 @@ async def synthesize(
     item passes a stage; ``reject(stage, reason)`` as one is dropped. ``registered`` advances
     for an ``Accepted`` once the consumer asks for the next outcome, i.e. after its loop body
     (which stores the spec) finished without raising. ``usage`` (optional) counts LLM calls
-    and tokens by stage.
+    and tokens by stage. ``rejected_before``: items the caller rejected at the first stage
+    already (malformed input lines), counted in that stage's total.
     """
     for stage in STAGES:
-        progress.set_total(stage, len(items))
+        progress.set_total(stage, len(items) + (rejected_before if stage == DECOMPOSED else 0))
     asker = StageAsker(llm, settings, usage if usage is not None else LLMUsage())
     generator = getattr(llm, "model", None)
     limit = asyncio.Semaphore(settings.concurrency)
@@ -94,6 +96,7 @@ async def process(
     generator: object = None,
 ) -> PipelineOutcome:
     """One item through every stage (see ``synthesize``)."""
+    asker = asker.for_item()
     try:
         decomposition = await decompose(item, asker, settings)
         progress.advance(DECOMPOSED)
@@ -116,6 +119,22 @@ async def process(
         spec = build_spec(decomposition, final_tools, names, provenance)
         spec = await certify(spec, executor)
     except StageFailure as failure:
-        progress.reject(failure.stage, failure.reason)
-        return Rejected(index, failure.stage, failure.reason, failure.detail)
+        excerpt = cut(asker.last_reply, MAX_EXCERPT_CHARS)
+        progress.reject(
+            failure.stage,
+            failure.reason,
+            item=f"item {index}: {describe(item)}",
+            message=failure.detail or None,
+            excerpt=excerpt or None,
+        )
+        return Rejected(index, failure.stage, failure.reason, failure.detail, excerpt)
     return Accepted(spec=spec, item_index=index)
+
+
+MAX_EXCERPT_CHARS = 400
+"""How much of the model's last reply a rejection keeps."""
+
+
+def describe(item: QaItem | KnowledgeItem) -> str:
+    """A short label of an input item: its question, or the start of its text."""
+    return cut(item.question if isinstance(item, QaItem) else item.text, 160)
