@@ -546,9 +546,16 @@ def status_fields(pid: int) -> dict[str, str]:
 
 async def test_tool_code_runs_as_an_unprivileged_host_identity() -> None:
     code = """
-    import os
+    import ctypes, os, sys
     def attack():
-        return {"uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups()}
+        libc = ctypes.CDLL(None, use_errno=True)
+        return {
+            "uid": os.getresuid(), "gid": os.getresgid(), "groups": os.getgroups(),
+            "no_new_privs": libc.prctl(39, 0, 0, 0, 0),  # PR_GET_NO_NEW_PRIVS
+            # a set-user-ID program could not raise it either: every mount is nosuid
+            "suid_mounts": [path for path in ("/", "/usr", "/tmp", "/dev", sys.executable)
+                            if not os.statvfs(path).f_flag & os.ST_NOSUID],
+        }
     """
     async with episode(code) as box:
         inside = await box.attack()
@@ -565,4 +572,6 @@ async def test_tool_code_runs_as_an_unprivileged_host_identity() -> None:
         assert host_uids == {os.geteuid()}
     assert status["Groups"].split() == []
     assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
-    assert inside == {"uid": [65534] * 3, "gid": [65534] * 3, "groups": []}
+    assert inside == {
+        "uid": [65534] * 3, "gid": [65534] * 3, "groups": [], "no_new_privs": 1, "suid_mounts": []
+    }  # fmt: skip

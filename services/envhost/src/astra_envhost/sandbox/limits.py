@@ -40,8 +40,10 @@ class SandboxLimits:
     """Address space of the worker (RLIMIT_AS): allocations beyond it raise MemoryError."""
 
     max_processes: int = 32
-    """RLIMIT_NPROC (tasks, threads included). The kernel ignores it for uid 0, which is what a
-    sandbox started by root runs as; the seccomp filter refuses new processes regardless."""
+    """RLIMIT_NPROC (tasks, threads included), counted per sandbox in the user namespace of an
+    envhost that is not root. Under a root envhost every worker is host uid 65534, where the
+    count would span all of them, so it is not applied; the seccomp filter refuses new
+    processes regardless, and RLIMIT_AS bounds threads (their stacks)."""
 
     max_open_files: int = 64
     """RLIMIT_NOFILE."""

@@ -1,13 +1,14 @@
 """A seccomp filter for the sandboxed worker: no new processes, no kernel attack surface it
 never needs.
 
-Running as root, bubblewrap maps the sandbox user to host uid 0, for which the kernel ignores
-``RLIMIT_NPROC``; a fork bomb would then only be stopped by the host's pid limit. The filter
-makes process creation fail with ``EPERM`` whatever the uid: ``fork``/``vfork`` are refused,
-``clone`` only when it makes a thread (``CLONE_THREAD``), and ``clone3`` answers ``ENOSYS`` so
-that glibc falls back to ``clone``, whose flags a classic BPF filter can inspect. Namespace,
-mount, ptrace, BPF, keyring, io_uring and module calls are refused too: tools never need them
-and they are where kernel exploits live.
+Under a root envhost every worker is the same host uid (65534), for which ``RLIMIT_NPROC``
+would count all workers together and is not applied; a fork bomb would then only be stopped by
+the host's pid limit. The filter makes process creation fail with ``EPERM`` whatever the uid:
+``fork``/``vfork`` are refused, ``clone`` only when it makes a thread (``CLONE_THREAD``), and
+``clone3`` answers ``ENOSYS`` so that glibc falls back to ``clone``, whose flags a classic BPF
+filter can inspect. Namespace (so no nested user namespace either), mount, ptrace, BPF,
+keyring, io_uring and module calls are refused too: tools never need them and they are where
+kernel exploits live.
 
 The program is handed to ``bwrap --seccomp FD``, which installs it just before it executes the
 worker (bubblewrap sets ``no_new_privs`` itself).
