@@ -99,7 +99,7 @@ async def test_bad_toolset_requests(database_url: str, redis_url: str, tmp_path:
         assert (await post({})).status_code == 422
         assert (await post({"id": "../up", "json_tools": []})).status_code == 422
         dead = await post({"mcp": [{"url": f"http://127.0.0.1:{free_port()}/mcp"}]})
-        assert dead.status_code == 502
+        assert dead.status_code == 422
         assert "listing the tools of" in dead.json()["detail"]
         twice = await post({"json_tools": [{"name": "a", "tools": []}, {"name": "a", "tools": []}]})
         assert twice.status_code == 422

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -12,6 +12,13 @@ from astra_proto.base import ContractModel, sha256_hex
 from astra_proto.tools import ReferenceCall, SyntheticTool, ToolSpec
 
 ENV_ID_PREFIX = "env_"
+
+ENV_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
+"""An environment id as a request names one: 1-64 letters, digits, '_', '.', '-', not starting
+with a dot, so it is always one URL path segment."""
+
+EnvironmentId = Annotated[str, Field(pattern=ENV_ID_PATTERN)]
+"""An environment id in a request (``ENV_ID_PATTERN``)."""
 
 
 class ScenarioType(StrEnum):

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +25,8 @@ from prometheus_client import (
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from astra_common.body_limit import RequestBodyLimitMiddleware
+from astra_common.errors import OUTAGE_ERRORS, declare_error_schemas, install_error_handlers
 from astra_common.settings import ServiceSettings, settings_error_message
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
@@ -161,10 +164,15 @@ def create_service_app(
     routers: Sequence[APIRouter] = (),
     health_checks: dict[str, HealthCheck] | None = None,
     lifespan: Lifespan | None = None,
+    outage_errors: Sequence[type[Exception]] = (),
 ) -> FastAPI:
     """A FastAPI app with ``/healthz``, ``/metrics`` and ``routers`` mounted under ``/v1``.
 
     ``/healthz`` answers 200 when every check passes and 503 naming the failing ones.
+    Bad input and unavailable dependencies are answered as ``astra_common.errors`` says:
+    422 with small bodies, 413 past ``settings.max_request_body_bytes``, 503 for an outage
+    (``outage_errors``: a client library's exceptions that may wrap a lost Redis or database
+    connection, besides Redis' and SQLAlchemy's own).
     """
     app = FastAPI(
         title=f"astra-{service}",
@@ -174,10 +182,18 @@ def create_service_app(
         docs_url="/v1/docs",
         redoc_url=None,
     )
+    install_error_handlers(app, (*OUTAGE_ERRORS, *outage_errors))
+    plain_openapi = app.openapi
+
+    def openapi_with_errors() -> dict[str, Any]:
+        return declare_error_schemas(plain_openapi())
+
+    app.openapi = openapi_with_errors  # type: ignore[method-assign]
     metrics = ServiceMetrics.create(service)
     app.state.metrics = metrics
     app.state.settings = settings
-    app.add_middleware(_MetricsMiddleware, service=service, metrics=metrics)
+    app.add_middleware(RequestBodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(_MetricsMiddleware, service=service, metrics=metrics)  # outermost
     checks = dict(health_checks or {})
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and readiness of the service")
@@ -198,7 +214,9 @@ def create_service_app(
             "checks": results,
         }
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse
+    )
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

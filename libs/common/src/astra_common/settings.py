@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,10 @@ class ServiceSettings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the service and its HTTP server."""
+
+    max_request_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body accepted, in bytes; a larger one is answered 413 as soon as
+    that many bytes have arrived."""
 
     @model_validator(mode="after")
     def _production_needs_token(self) -> Self:

@@ -12,6 +12,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import JobState
+from astra_proto.environment import EnvironmentId
 from astra_rollout.agent import EpisodeLimits
 from astra_rollout.policy import SamplingParams
 from astra_rollout.registry_client import RegistryQuery
@@ -43,7 +44,7 @@ class DistractorOptions(_Strict):
 class BatchRequest(_Strict):
     """Group rollouts: ``group_size`` episodes of each environment, given by id or by query."""
 
-    env_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_ENV_IDS)
+    env_ids: list[EnvironmentId] | None = Field(default=None, min_length=1, max_length=MAX_ENV_IDS)
     query: RegistryQuery | None = Field(
         default=None, description="Registry filters (the synth API's GET /v1/environments)."
     )

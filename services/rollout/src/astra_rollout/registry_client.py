@@ -7,6 +7,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from astra_common.query_bounds import DbCount
 from astra_proto import EnvironmentSpec, ScenarioType
 
 PAGE = 500
@@ -24,10 +25,10 @@ class RegistryQuery(BaseModel):
     scenario_type: ScenarioType | None = None
     split: str | None = None
     job_id: str | None = None
-    min_hops: int | None = Field(default=None, ge=0)
-    max_hops: int | None = Field(default=None, ge=0)
+    min_hops: DbCount | None = None
+    max_hops: DbCount | None = None
     limit: int = Field(default=100, ge=1, le=100_000, description="Environments to take.")
-    offset: int = Field(default=0, ge=0)
+    offset: DbCount = 0
 
 
 class RegistryError(Exception):

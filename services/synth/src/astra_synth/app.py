@@ -8,6 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import APIRouter, FastAPI
+from kombu.exceptions import OperationalError as BrokerError
 
 from astra_common.db import Database
 from astra_common.health import database_check, redis_check
@@ -67,5 +68,6 @@ def create_app(settings: SynthSettings) -> FastAPI:
             celery_app,
             settings,
         ),
+        outage_errors=(BrokerError,),  # Celery's error around a lost Redis connection
     )
     return mount_console(app, database, settings)

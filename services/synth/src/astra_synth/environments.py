@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel
 
 from astra_common.db import Database, EnvironmentFilter, ImmutableError, NotFoundError
+from astra_common.query_bounds import QueryCount, QueryOffset
 from astra_proto import EnvironmentSpec, ScenarioType
 from astra_synth.jobs.executor import EnvironmentExecutor, ExecutionUnavailable
 from astra_synth.procedural import (
@@ -97,10 +98,10 @@ def environments_router(
         scenario_type: ScenarioType | None = None,
         split: str | None = None,
         job_id: str | None = None,
-        min_hops: Annotated[int | None, Query(ge=0)] = None,
-        max_hops: Annotated[int | None, Query(ge=0)] = None,
+        min_hops: QueryCount = None,
+        max_hops: QueryCount = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: QueryOffset = 0,
     ) -> EnvironmentPage:
         where = EnvironmentFilter(
             kind=kind,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from astra_synth.trajectories.graph import build_graph
-from astra_synth.trajectories.models import ToolGraph, Toolset
+from astra_synth.trajectories.models import TOOLSET_ID_PATTERN, ToolGraph, Toolset
 from astra_synth.trajectories.settings import TrajectorySettings
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.trajectories.toolsets import (
@@ -56,7 +56,7 @@ class ToolsetRequest(BaseModel):
     descriptions, convertible schemas) drop what cannot be used, with reasons."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    id: str | None = Field(default=None, pattern=TOOLSET_ID_PATTERN)
     mcp: list[McpSource] = Field(default_factory=list, max_length=MAX_SERVERS)
     openapi: list[OpenApiSource] = Field(default_factory=list, max_length=MAX_SERVERS)
     json_tools: list[JsonToolsSource] = Field(default_factory=list, max_length=MAX_SERVERS)
@@ -77,10 +77,10 @@ def toolsets_router(store: TrajectoryStore, auth: Callable[..., Awaitable[None]]
                 servers.append(
                     await server_from_mcp(source.url, name=source.name, token=source.token)
                 )
-            except Exception as exc:  # the server, not the request, failed
+            except Exception as exc:  # the request names a server that cannot be used
                 reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 raise HTTPException(
-                    502, detail=f"listing the tools of {source.url} failed: {reason}"
+                    422, detail=f"listing the tools of {source.url} failed: {reason}"
                 ) from None
         try:
             servers += [server_from_openapi(s.document, s.name) for s in body.openapi]

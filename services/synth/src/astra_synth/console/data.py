@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from astra_common.db import Database, NotFoundError
 from astra_common.db.models import EpisodeCallRow, EpisodeRow, TrajectoryRow
+from astra_common.query_bounds import QueryCount, QueryOffset
 from astra_proto import Episode, EpisodeState, Trajectory
 
 MAX_PAGE = 500
@@ -72,7 +73,7 @@ def console_data_router(database: Database) -> APIRouter:
         env_id: str | None = None,
         state: EpisodeState | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: QueryOffset = 0,
     ) -> EpisodePage:
         calls = (
             select(func.count())
@@ -109,9 +110,9 @@ def console_data_router(database: Database) -> APIRouter:
     async def list_trajectories(
         env_id: str | None = None,
         group_id: str | None = None,
-        policy_version: Annotated[int | None, Query(ge=0)] = None,
+        policy_version: QueryCount = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: QueryOffset = 0,
     ) -> TrajectoryPage:
         columns = (
             TrajectoryRow.id,

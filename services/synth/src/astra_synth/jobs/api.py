@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from astra_common.db import Database, ImmutableError, NotFoundError
+from astra_common.query_bounds import QueryOffset
 from astra_proto import JobKind, JobRejectionPage, JobState, StageProgress, SynthesisJob
 from astra_synth.jobs.requests import (
     MAX_QA_BYTES,
@@ -170,7 +171,7 @@ def jobs_router(
         state: JobState | None = None,
         kind: JobKind | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: QueryOffset = 0,
     ) -> JobPage:
         async with database.transaction() as repos:
             jobs = await repos.jobs.list(state=state, kind=kind, limit=limit, offset=offset)

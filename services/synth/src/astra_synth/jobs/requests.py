@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import ScenarioType
+from astra_synth.trajectories.models import DATASET_NAME_PATTERN, TOOLSET_ID_PATTERN
 from astra_synth.trajectories.settings import TrajectorySettings
 
 MAX_QA_BYTES = 5_000_000
@@ -91,7 +92,7 @@ class DatasetJobRequest(BaseModel):
 
     source: Literal["gold"] = "gold"
     name: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="Default: the job id."
+        default=None, pattern=DATASET_NAME_PATTERN, description="Default: the job id."
     )
     env_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_COUNT)
     env_source: str = Field(default="procedural", max_length=64)
@@ -109,7 +110,7 @@ class TaskJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    toolset_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    toolset_id: str = Field(pattern=TOOLSET_ID_PATTERN)
     settings: TrajectorySettings = Field(default_factory=TrajectorySettings)
     llm_base_url: str | None = Field(default=None, max_length=2_000)
     llm_model: str | None = Field(default=None, max_length=256)
@@ -140,13 +141,13 @@ class TrajectoryJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    toolset_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    toolset_id: str = Field(pattern=TOOLSET_ID_PATTERN)
     teacher: TeacherEndpoint
     tasks: Literal["synthesize", "stored"] = "synthesize"
     task_settings: TrajectorySettings = Field(default_factory=TrajectorySettings)
     max_tasks: int = Field(default=1_000, ge=1, le=MAX_TEACHER_TASKS)
     name: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="Default: the job id."
+        default=None, pattern=DATASET_NAME_PATTERN, description="Default: the job id."
     )
     llm_base_url: str | None = Field(
         default=None, max_length=2_000, description="LLM of tasks, emulator and judge."

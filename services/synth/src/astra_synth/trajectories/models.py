@@ -15,6 +15,12 @@ from pydantic import Field
 
 from astra_proto import ContractModel, StageProgress, ToolSpec
 
+TOOLSET_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+"""A toolset id: one file name (letters, digits, '_', '.', '-') that does not start with a dot."""
+
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
+"""A dataset name, by the same rule."""
+
 ProgressFn = Callable[[StageProgress], None]
 """Called with a stage's counts whenever they change (a job stores them)."""
 
@@ -53,7 +59,7 @@ class ToolServer(ContractModel):
 class Toolset(ContractModel):
     """Servers kept by ingestion, and everything the filters dropped (with reasons)."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    id: str = Field(pattern=TOOLSET_ID_PATTERN)
     servers: list[ToolServer] = Field(default_factory=list)
     rejected: list[Rejection] = Field(default_factory=list)
     created_at: datetime

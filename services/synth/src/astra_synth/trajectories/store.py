@@ -16,11 +16,14 @@ from pathlib import Path
 from astra_synth.trajectories.export import MANIFEST_FILE
 from astra_synth.trajectories.models import DatasetManifest, TaskSynthesis, ToolGraph, Toolset
 
-_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+"""Every stored name: one path component that does not start with a dot (so never '..')."""
+
+_SAFE = re.compile(NAME_PATTERN)
 
 
 def _safe(name: str) -> str:
-    if not _SAFE.match(name) or ".." in name:
+    if not _SAFE.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid name (letters, digits, '_', '.', '-')")
     return name
 

@@ -1,0 +1,229 @@
+"""Bad input gets a small 4xx, an unavailable dependency 503: never a 5xx, never an echo."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from astra_envhost.app import create_app as create_envhost
+from astra_envhost.settings import EnvhostSettings
+from astra_rollout.app import create_app as create_rollout
+from astra_rollout.settings import RolloutSettings
+from astra_synth.app import create_app as create_synth
+from astra_synth.settings import SynthSettings
+from astra_trainer.app import create_app as create_trainer
+from astra_trainer.settings import TrainerSettings
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+DEAD_DATABASE = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+HUGE = "99999999999999999999"
+DB_INT_MAX = 2**31 - 1  # PostgreSQL integer
+BIG_BODY_BYTES = 50 * 1024 * 1024
+SMALL_ANSWER_BYTES = 2_000
+"""An error answer to a large request stays this small."""
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to ``app`` in process, with its lifespan run."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", timeout=120
+        ) as client:
+            yield client
+
+
+def apps(redis_url: str, database_url: str, tmp_path: Path) -> dict[str, Callable[[], FastAPI]]:
+    return {
+        "synth": lambda: create_synth(
+            SynthSettings(
+                database_url=database_url, redis_url=redis_url, data_dir=str(tmp_path / "synth")
+            )
+        ),
+        "envhost": lambda: create_envhost(
+            EnvhostSettings(database_url=database_url, sandbox="none", allow_unsandboxed=True)
+        ),
+        "rollout": lambda: create_rollout(
+            RolloutSettings(
+                redis_url=redis_url,
+                envhost_url="http://127.0.0.1:1",
+                synth_url="http://127.0.0.1:1",
+            )
+        ),
+        "trainer": lambda: create_trainer(
+            TrainerSettings(redis_url=redis_url, checkpoint_dir=tmp_path / "checkpoints")
+        ),
+    }
+
+
+def _assert_small_validation_error(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 422, response.text[:500]
+    assert len(response.content) <= SMALL_ANSWER_BYTES, response.content[:500]
+    detail = response.json()["detail"]
+    assert isinstance(detail, list), detail
+    assert all({"type", "loc", "msg"} <= set(error) for error in detail), detail
+    return detail
+
+
+LARGE_BODY_ROUTES = [
+    ("synth", "/v1/environments"),
+    ("synth", "/v1/toolsets"),
+    ("envhost", "/v1/executions"),
+    ("envhost", "/v1/episodes"),
+    ("rollout", "/v1/teacher-runs"),
+    ("rollout", "/v1/batches"),
+]
+
+
+@pytest.mark.parametrize(("service", "path"), LARGE_BODY_ROUTES)
+async def test_a_50_mb_body_gets_a_short_413(
+    service: str, path: str, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    body = b'{"task": "' + b"x" * BIG_BODY_BYTES + b'"}'
+    async with serve(apps(redis_url, database_url, tmp_path)[service]()) as client:
+        response = await client.post(
+            path, content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 413, response.content[:300]
+    assert len(response.content) <= SMALL_ANSWER_BYTES
+    assert "8388608 bytes" in response.json()["detail"]
+
+
+async def test_a_streamed_body_without_length_is_counted(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """No Content-Length to trust: the bytes are counted as they arrive."""
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"task": "'
+        for _ in range(BIG_BODY_BYTES // 65536):
+            sent += 65536
+            yield b"x" * 65536
+
+    async with serve(apps(redis_url, database_url, tmp_path)["synth"]()) as client:
+        response = await client.post(
+            "/v1/environments", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413, response.content[:300]
+    assert len(response.content) <= SMALL_ANSWER_BYTES
+
+
+async def test_validation_errors_are_a_list_and_never_copy_a_large_input(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    long_text = "y" * 1_000_000
+    async with serve(apps(redis_url, database_url, tmp_path)["synth"]()) as client:
+        wrong_type = await client.post("/v1/environments", json={"spec": {"task": [long_text]}})
+        extra_key = await client.post("/v1/toolsets", json={long_text: 1, "json_tools": []})
+        not_json = await client.post(
+            "/v1/environments",
+            content=b"{" + long_text.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    for response in (wrong_type, extra_key, not_json):
+        detail = _assert_small_validation_error(response)
+        assert long_text[:1000] not in response.text
+        assert detail
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/environments?offset={HUGE}",
+        f"/v1/environments?max_hops={HUGE}",
+        f"/v1/environments?min_hops={DB_INT_MAX + 1}",
+        f"/v1/jobs?offset={HUGE}",
+        f"/v1/episodes?offset={HUGE}",
+        f"/v1/trajectories?offset={HUGE}",
+        f"/v1/trajectories?policy_version={HUGE}",
+    ],
+)
+async def test_integers_beyond_the_database_are_422(
+    path: str, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    async with serve(apps(redis_url, database_url, tmp_path)["synth"]()) as client:
+        response = await client.get(path)
+        largest = await client.get(path.split("?")[0] + f"?offset={DB_INT_MAX}")
+    detail = _assert_small_validation_error(response)
+    assert detail[0]["loc"][0] == "query"
+    assert largest.status_code == 200, largest.text
+
+
+async def test_dataset_names_and_toolset_ids_are_file_names(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    tools = [{"name": f"t{i}", "description": "does a thing", "parameters": {}} for i in range(3)]
+    async with serve(apps(redis_url, database_url, tmp_path)["synth"]()) as client:
+        for name in ("+0.0", ".hidden", "a b"):
+            _assert_small_validation_error(await client.get(f"/v1/datasets/{name}"))
+            _assert_small_validation_error(await client.get(f"/v1/datasets/{name}/files/x"))
+        assert (await client.get("/v1/datasets/a..b")).status_code == 404
+        dotted = await client.post(
+            "/v1/toolsets", json={"id": ".ts", "json_tools": [{"name": "s", "tools": tools}]}
+        )
+        _assert_small_validation_error(dotted)
+        accepted = await client.post(
+            "/v1/toolsets", json={"id": "ts.1", "json_tools": [{"name": "s", "tools": tools}]}
+        )
+        assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize("env_id", ["", ".", "..", "a/b"])
+async def test_a_batch_naming_an_impossible_environment_id_is_422(
+    env_id: str, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    async with serve(apps(redis_url, database_url, tmp_path)["rollout"]()) as client:
+        response = await client.post("/v1/batches", json={"env_ids": [env_id]})
+        too_far = await client.post("/v1/batches", json={"query": {"offset": int(HUGE)}})
+    detail = _assert_small_validation_error(response)
+    assert detail[0]["loc"][:3] == ["body", "env_ids", 0]
+    _assert_small_validation_error(too_far)
+
+
+async def test_redis_outage_is_503(database_url: str, tmp_path: Path) -> None:
+    built = apps(DEAD_REDIS, database_url, tmp_path)
+    async with serve(built["synth"]()) as synth, serve(built["trainer"]()) as trainer:
+        workers = await synth.get("/v1/workers")
+        policy = await trainer.get("/v1/policy")
+    for response in (workers, policy):
+        assert response.status_code == 503, response.text
+        assert "Redis is unavailable" in response.json()["detail"]
+        assert response.headers["retry-after"]
+
+
+async def test_database_outage_is_503(redis_url: str, tmp_path: Path) -> None:
+    built = apps(redis_url, DEAD_DATABASE, tmp_path)
+    async with serve(built["synth"]()) as synth, serve(built["envhost"]()) as envhost:
+        job = await synth.get("/v1/jobs/job_x")
+        environments = await synth.get("/v1/environments")
+        episode = await envhost.post("/v1/episodes", json={"env_id": "env_x"})
+    for response in (job, environments, episode):
+        assert response.status_code == 503, response.text
+        assert "the database is unavailable" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("service", ["synth", "envhost", "rollout", "trainer"])
+async def test_openapi_declares_the_error_bodies_sent(
+    service: str, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    async with serve(apps(redis_url, database_url, tmp_path)[service]()) as client:
+        document = (await client.get("/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    variants = schemas["HTTPValidationError"]["properties"]["detail"]["anyOf"]
+    assert {"type": "string"} in variants
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}} in variants
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            assert {"413", "503"} <= set(operation["responses"])
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]

@@ -1,0 +1,168 @@
+"""Schema-driven fuzzing of every service's OpenAPI document (schemathesis + hypothesis).
+
+What is fuzzed how: the four services run wired together over real HTTP (``fuzz_support``)
+with real Redis, a real SQLite database, bubblewrap sandboxes and bearer tokens. For every
+operation each service's ``/v1/openapi.json`` lists, schemathesis generates requests that fit
+the schema (positive) and requests that break it (negative); each is sent with the token, and
+every response must be below 500, at most ``MAX_RESPONSE_BYTES`` long, and conform to the
+declared schema (status body, content type). Examples per operation are few and the run is
+derandomized (same requests each time), so it stays within minutes on two cores; no operation
+is skipped, and one that yields no request fails the test. Valid requests that would start
+heavy work start it where it fails fast: synthesis jobs queue on Redis with no worker running,
+rollout's policy server is a dead port, trainer runs are stopped as soon as they are reported.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from fuzz_support import SERVICES, TOKEN, Stack, running_stack
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+)
+
+from astra_common.db.migrate import upgrade_async
+
+EXAMPLES_PER_OPERATION = 25
+"""Generated requests per operation and generation mode."""
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+"""No answer to a fuzzed request may be longer (error bodies must not copy large inputs)."""
+
+REQUEST_TIMEOUT_S = 60.0
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+"""Sent with every request, in place of any credentials schemathesis generates."""
+
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The four services with real dependencies, shared by the fuzz runs of this module."""
+    import asyncio
+
+    data_dir = tmp_path_factory.mktemp("fuzz")
+    database_url = f"sqlite+aiosqlite:///{data_dir / 'astra.db'}"
+    asyncio.run(upgrade_async(database_url))
+    with running_stack(redis_url, database_url, data_dir) as running:
+        yield running
+
+
+@dataclass
+class FuzzReport:
+    """What one service's fuzz run sent and what went wrong."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    statuses: Counter[int] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, label: str, problem: str) -> None:
+        if len(self.problems) < 200:
+            self.problems.append(f"{label}: {problem}")
+
+
+def _describe(case: Any, response: requests.Response) -> str:
+    body = response.text[:300].replace("\n", " ")
+    query = f" query={case.query}" if case.query else ""
+    return f"{response.status_code} for {case.method} {case.formatted_path}{query}: {body}"
+
+
+def _stop_started_run(
+    base_url: str, session: requests.Session, response: requests.Response
+) -> None:
+    """A trainer run that a valid request started is stopped at once (it would load a model)."""
+    run_id = response.json().get("run_id")
+    if run_id:
+        session.post(f"{base_url}/v1/runs/{run_id}/stop", timeout=REQUEST_TIMEOUT_S)
+
+
+def fuzz_operation(
+    operation: Any,
+    mode: GenerationMode,
+    base_url: str,
+    session: requests.Session,
+    report: FuzzReport,
+) -> None:
+    """Send ``EXAMPLES_PER_OPERATION`` generated requests of one kind and check each answer."""
+    label = f"{operation.method.upper()} {operation.path} ({mode.value})"
+    report.calls.setdefault(label, 0)
+
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def send(case: Any) -> None:
+        report.calls[label] += 1
+        # The generated credentials are replaced by the real token: fuzz past the auth check.
+        case.headers = {**(case.headers or {}), **AUTH}
+        try:
+            response = case.call(base_url=base_url, session=session, timeout=REQUEST_TIMEOUT_S)
+        except requests.RequestException as exc:
+            report.add(label, f"no response: {type(exc).__name__}: {exc}")
+            return
+        report.statuses[response.status_code] += 1
+        if operation.path.startswith("/v1/runs/") and response.status_code == 202:
+            _stop_started_run(base_url, session, response)
+        if response.status_code >= 500:
+            report.add(label, _describe(case, response))
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            report.add(label, f"{len(response.content)} byte answer: {_describe(case, response)}")
+        try:
+            case.validate_response(
+                response, checks=[response_schema_conformance, content_type_conformance]
+            )
+        except Exception as exc:  # schemathesis raises a group naming every failed check
+            first = " ".join(str(exc).split())[:300]
+            report.add(label, f"non-conforming answer {_describe(case, response)} | {first}")
+
+    try:
+        send()
+    except Unsatisfiable:
+        # Nothing in the schema can be broken (no inputs, or free-form strings only).
+        if mode is not GenerationMode.NEGATIVE:
+            report.add(label, "no valid request could be generated")
+    except Exception as exc:  # a strategy that cannot generate is a finding, not a skip
+        report.add(label, f"fuzzing stopped: {type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_fuzzed_requests_get_no_server_errors(service: str, stack: Stack) -> None:
+    base_url = stack.urls[service]
+    session = requests.Session()
+    session.headers.update(AUTH)
+    document = session.get(f"{base_url}/v1/openapi.json", timeout=REQUEST_TIMEOUT_S).json()
+    schema = schemathesis.openapi.from_dict(document)
+    report = FuzzReport()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    declared = sum(
+        1
+        for path_item in document["paths"].values()
+        for method in path_item
+        if method in {"get", "put", "post", "delete", "patch"}
+    )
+    assert len(operations) == declared, "schemathesis did not load every operation"
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz_operation(operation, mode, base_url, session, report)
+    print(f"{service}: {sum(report.calls.values())} requests, statuses {dict(report.statuses)}")
+    unexercised = [label for label, count in report.calls.items() if count == 0]
+    assert not report.problems, "\n".join(report.problems)
+    assert len(report.calls) == 2 * declared
+    # A negative strategy may find nothing to break in an operation without inputs.
+    assert all(label.endswith("(negative)") for label in unexercised), unexercised
