@@ -192,7 +192,7 @@ def jobs_router(
         stage: str | None = None,
         reason: str | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: QueryOffset = 0,
     ) -> JobRejectionPage:
         """Which item each rejection hit, at which stage, the reason and an excerpt of the
         rejected reply; filtered by ``stage`` and ``reason`` when given. The counts by reason
