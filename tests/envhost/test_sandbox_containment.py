@@ -571,7 +571,12 @@ async def test_tool_code_runs_as_an_unprivileged_host_identity() -> None:
     else:  # an ordinary envhost's code runs as that user, who cannot switch
         assert host_uids == {os.geteuid()}
     assert status["Groups"].split() == []
-    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0
+    for capabilities in ("CapEff", "CapPrm", "CapAmb"):
+        assert int(status[capabilities], 16) == 0, status
+    # What bwrap left inheritable (CAP_SETUID, CAP_SETGID for the switch) grants nothing
+    # under no_new_privs: an exec cannot raise the permitted set.
+    assert int(status["CapInh"], 16) & ~0xC0 == 0, status
+    assert int(status["NoNewPrivs"]) == 1, status
     assert inside == {
         "uid": [65534] * 3, "gid": [65534] * 3, "groups": [], "no_new_privs": 1, "suid_mounts": []
     }  # fmt: skip
