@@ -455,7 +455,8 @@ async def test_host_kernel_settings_cannot_be_changed() -> None:
     assert settings, "no host sysctl readable here"
     async with episode(code) as box:
         outcome = await box.attack(settings=settings)
-    assert not [path for path, result in outcome.items() if result != "FileNotFoundError"], outcome
+    refused = ("FileNotFoundError", "PermissionError", "OSError")  # no /proc; or not allowed
+    assert not [path for path, result in outcome.items() if result not in refused], outcome
     assert host_sysctls() == settings
 
 
