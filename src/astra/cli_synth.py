@@ -119,7 +119,9 @@ def follow(client: ApiClient, job_id: str, poll_s: float = 0.5) -> dict[str, Any
                     bars[stage["stage"]] = progress.add_task(
                         stage["stage"], total=stage["total"], rejected=note
                     )
-                total = stage["total"] or _first_total(job["progress"])
+                total = stage["total"]
+                if total is None:  # a stage that sees what the first one produced
+                    total = _first_total(job["progress"])
                 progress.update(
                     bars[stage["stage"]], completed=stage["done"], total=total, rejected=note
                 )

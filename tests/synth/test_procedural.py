@@ -27,6 +27,7 @@ from astra_synth.procedural import (
     generation_rate,
 )
 from astra_synth.procedural.answers import holds_answer, normalise
+from astra_synth.procedural.tasks import compatible_hops
 
 PREFIXES = sorted({kind.prefix for domain in DOMAINS.values() for kind in domain.kinds})
 ENTITY_ID = re.compile(rf"\b(?:{'|'.join(PREFIXES)})-\d{{5}}\b")
@@ -180,13 +181,25 @@ def test_long_chains(domain: str) -> None:
     assert all(s.hops >= 6 for s in specs)
 
 
+@pytest.mark.parametrize("hops", [1, 3, 8])
+def test_without_scenario_types_the_ones_that_suit_the_hops_are_drawn(hops: int) -> None:
+    specs = generate_environments(8, 0, hops=hops)
+    assert [s.hops for s in specs] == [hops] * 8
+    drawn = {s.scenario_type for s in specs}
+    assert drawn
+    assert all(st is not None and compatible_hops(st, [hops]) for st in drawn)
+
+
 def test_bad_requests_are_refused() -> None:
     with pytest.raises(ValueError, match="domains"):
         generate_environments(1, 0, domains=["astrology"])
     with pytest.raises(ValueError, match="split"):
         generate_environments(1, 0, split="test")
-    with pytest.raises(ValueError, match="suits"):
+    with pytest.raises(ValueError, match="suits") as refused:
         generate_environments(1, 0, hops=3, scenario_types=["single_hop"])
+    suggested = str(refused.value).split("choose among", 1)[1]
+    assert "'multi_hop'" in suggested
+    assert "'single_hop'" not in suggested
     with pytest.raises(ValueError, match="hops"):
         generate_environments(1, 0, hops=0)
     assert generate_environments(0, 0) == []

@@ -167,6 +167,11 @@ async def test_tasks_then_teacher_trajectories_judged_and_exported(
         assert tasks_job["result"]["tasks"]["tasks"] == 8
         assert tasks_job["result"]["tasks"]["by_origin"] == {"chain": 2, "server": 2, "augment": 4}
         assert stage(tasks_job, "graph")["done"] == 2
+        for progress in tasks_job["progress"]:  # counts are consistent in every stage
+            assert progress["total"] is not None, progress
+            assert progress["done"] + sum(progress["rejected"].values()) <= progress["total"]
+        assert stage(tasks_job, "tasks")["done"] == 8
+        assert tasks_job["result"]["task_llm_usage"]["by_stage"]["task_quality"] > 0
 
         response = await http.post(
             "/v1/jobs/trajectories",
@@ -179,6 +184,16 @@ async def test_tasks_then_teacher_trajectories_judged_and_exported(
         assert job["result"]["teacher"]["finish_reasons"] == {"final_answer": 8}
         assert job["result"]["teacher"]["emulated_calls"] == 8  # two calls in each docs task
         assert stage(job, "judged")["rejected"] == {"below_cutoff": 4, "judge_error": 2}
+        assert job["result"]["judge_llm_usage"]["by_stage"] == {"judge": 8}
+        # Each judge drop can be read: which trajectory, and why.
+        drops = (
+            await http.get(f"/v1/jobs/{job['id']}/rejections", params={"stage": "judged"})
+        ).json()
+        assert drops["total"] == 6
+        assert {r["reason"] for r in drops["items"]} == {"below_cutoff", "judge_error"}
+        below = next(r for r in drops["items"] if r["reason"] == "below_cutoff")
+        assert below["item"]  # the trajectory's id
+        assert "cutoff" in below["message"]
         assert stage(job, "exported")["done"] == 2
         judged = job["result"]["judge"]
         assert judged["graded"] == 6

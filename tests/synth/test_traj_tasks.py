@@ -4,6 +4,7 @@ malformed and adversarial replies dropped and counted."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from scripted_chat import Script, ScriptedChat
 from test_traj_graph import WEATHER
 
 from astra_proto import StageProgress
-from astra_synth.llm import LLMRequestRejected, LLMUnavailable
+from astra_synth.llm import LLMRequestRejected, LLMUnavailable, LLMUsage
 from astra_synth.trajectories.models import Chain, Toolset
 from astra_synth.trajectories.settings import TrajectorySettings
 from astra_synth.trajectories.tasks import synthesize_tasks
@@ -83,8 +84,28 @@ SCRIPT: dict[str, Script] = {
 async def test_pipeline_keeps_only_what_passes_every_check() -> None:
     llm = ScriptedChat(dict(SCRIPT))
     updates: list[StageProgress] = []
+    records: list[tuple[str, str, str | None, str | None]] = []
+
+    def on_reject(
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        records.append((stage, reason, item, message))
+
     settings = TrajectorySettings(walks_per_server=12, seed=3)
-    result = await synthesize_tasks(TOOLSET, llm=llm, settings=settings, progress=updates.append)
+    usage = LLMUsage()
+    result = await synthesize_tasks(
+        TOOLSET,
+        llm=llm,
+        settings=settings,
+        progress=updates.append,
+        on_reject=on_reject,
+        usage=usage,
+    )
 
     (graph,) = result.graphs
     assert all(e.target != "teleport" for e in graph.edges)
@@ -130,7 +151,28 @@ async def test_pipeline_keeps_only_what_passes_every_check() -> None:
     assert sorted(tuple(t.chain or []) for t in chain_tasks) == sorted(
         tuple(c.tools) for c in result.chains_kept
     )
-    assert {u.stage for u in updates} == {"graph", "chains", "tasks"}
+    assert {u.stage for u in updates} == {"proposals", "graph", "chains", "tasks"}
+    # Counts stay consistent at every update: nothing is done or dropped beyond the total.
+    for update in updates:
+        assert update.total is not None
+        assert update.done + sum(update.rejected.values()) <= update.total, update
+    final = {u.stage: u for u in updates}
+    for name in ("chains", "tasks"):  # every item of these stages ends kept or rejected
+        assert final[name].done + sum(final[name].rejected.values()) == final[name].total
+    assert final["chains"].done == len(result.chains_kept)
+    assert final["tasks"].done == len(result.tasks)
+    assert final["proposals"].rejected == {"proposal_unknown_tool": 1}
+    # Each drop is told with its item and reason, once: as many records as counted drops.
+    assert Counter(reason for _, reason, _, _ in records) == Counter(result.rejected)
+    stages = {reason: stage for stage, reason, _, _ in records}
+    assert stages["proposal_unknown_tool"] == "proposals"
+    assert stages["chain_incoherent"] == "chains"
+    assert stages["task_low_realism"] == "tasks"
+    assert any(
+        reason == "task_low_realism" and item == "Weather on the moon?"
+        for _, reason, item, _ in records
+    )
+    assert set(usage.by_stage) >= {"propose_chains", "coherence", "server_tasks", "task_quality"}
 
 
 async def test_malformed_replies_everywhere_yield_nothing_but_counts() -> None:

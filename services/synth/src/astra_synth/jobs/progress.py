@@ -87,6 +87,19 @@ class JobProgress:
         ``excerpt`` (the start of the rejected reply), each cut to a bounded size."""
         rejected = self._stage(stage).rejected
         rejected[reason] = rejected.get(reason, 0) + 1
+        self.record(stage, reason, item=item, message=message, excerpt=excerpt)
+
+    def record(
+        self,
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        """Log and keep the record of one rejection without counting it (for stages whose
+        counts come whole from their own code, see ``RunningJob.report``)."""
         log.info(
             "job %s rejected %s at %s: %s%s",
             self.job_id,

@@ -25,6 +25,7 @@ from astra_proto import FinishReason, JobState, StageProgress, Trajectory
 from astra_synth.jobs.lifecycle import RunningJob, run_job
 from astra_synth.jobs.progress import JobCancelled
 from astra_synth.jobs.requests import TaskJobRequest, TrajectoryJobRequest
+from astra_synth.llm import LLMUsage
 from astra_synth.llm_endpoint import chat_model
 from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.export import export_dataset
@@ -33,7 +34,7 @@ from astra_synth.trajectories.models import SynthTask, TaskSynthesis, Toolset
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.trajectories.tasks import synthesize_tasks
 
-TASK_STAGES = ["graph", "chains", "tasks"]
+TASK_STAGES = ["proposals", "graph", "chains", "tasks"]
 TRAJECTORY_STAGES = [*TASK_STAGES, "trajectories", "judged", "exported"]
 PAGE = 200
 ROLLOUT_TIMEOUT = httpx.Timeout(60.0)
@@ -66,11 +67,19 @@ async def _synthesize(
 ) -> TaskSynthesis:
     """The chain/task pipeline over ``toolset``, stored with it; LLM usage in the result."""
     settings = request.settings if isinstance(request, TaskJobRequest) else request.task_settings
+    by_stage = LLMUsage()
     async with chat_model(job.settings, request.llm_base_url, request.llm_model) as llm:
         result = await job.watch(
-            synthesize_tasks(toolset, llm=llm, settings=settings, progress=job.report)
+            synthesize_tasks(
+                toolset,
+                llm=llm,
+                settings=settings,
+                progress=job.report,
+                on_reject=job.progress.record,
+                usage=by_stage,
+            )
         )
-        job.progress.notes["task_llm_usage"] = dataclasses.asdict(llm.usage)
+        job.progress.notes["task_llm_usage"] = _usage(llm.usage, by_stage)
     TrajectoryStore(job.settings.data_dir).save_tasks(result)
     job.progress.notes["tasks"] = {
         "tasks": len(result.tasks),
@@ -116,11 +125,24 @@ async def _trajectory_job(job: RunningJob) -> None:
         if trajectory.finish_reason == FinishReason.FINAL_ANSWER:
             finished.append(trajectory)
         else:
-            job.progress.reject("trajectories", f"finish:{trajectory.finish_reason.value}")
+            job.progress.reject(
+                "trajectories",
+                f"finish:{trajectory.finish_reason.value}",
+                item=_task_of(trajectory),
+                message=f"the teacher's episode ended {trajectory.finish_reason.value}, "
+                "not with a final answer",
+                excerpt=_last_reply(trajectory),
+            )
+    job.progress.stages["trajectories"].done = len(finished)
     job.progress.set_total("judged", len(finished))
+    judge_usage = LLMUsage()
     async with chat_model(job.settings, request.llm_base_url, request.llm_model) as llm:
         judge = Judge(
-            llm, cutoff=request.judge_cutoff, temperature=request.task_settings.judge_temperature
+            llm,
+            cutoff=request.judge_cutoff,
+            temperature=request.task_settings.judge_temperature,
+            on_reject=job.progress.record,
+            usage=judge_usage,
         )
 
         def judged(report: JudgeReport) -> None:
@@ -129,7 +151,7 @@ async def _trajectory_job(job: RunningJob) -> None:
             stage.rejected = dict(report.rejected)
 
         report = await job.watch(judge.judge_batch(finished, progress=judged))
-        job.progress.notes["judge_llm_usage"] = dataclasses.asdict(llm.usage)
+        job.progress.notes["judge_llm_usage"] = _usage(llm.usage, judge_usage)
     judged(report)
     job.progress.notes["judge"] = {
         "cutoff": report.cutoff,
@@ -176,6 +198,31 @@ async def _trajectory_job(job: RunningJob) -> None:
     )
     job.progress.advance("exported", len(kept))
     job.progress.notes["dataset"] = manifest.model_dump(mode="json")
+
+
+def _usage(total: LLMUsage, by_stage: LLMUsage) -> dict[str, Any]:
+    """The chat model's counts of calls and tokens, with the calls per stage."""
+    return dataclasses.asdict(total) | {"by_stage": dict(by_stage.by_stage)}
+
+
+def _task_of(trajectory: Trajectory) -> str:
+    """Which task a trajectory played: its id and the user's question."""
+    question = next((m.content for m in trajectory.messages if m.role == "user"), None)
+    return f"{trajectory.id}: {question}" if isinstance(question, str) else trajectory.id
+
+
+def _last_reply(trajectory: Trajectory) -> str | None:
+    """What the model said last (its text, or the tool calls it made)."""
+    for message in reversed(trajectory.messages):
+        if message.role != "assistant":
+            continue
+        if isinstance(message.content, str) and message.content.strip():
+            return message.content
+        if message.tool_calls:
+            return "; ".join(
+                f"{call.function.name}({call.function.arguments})" for call in message.tool_calls
+            )
+    return None
 
 
 def teacher_run_body(

@@ -34,8 +34,10 @@ def generate_environments(
     ``scenario_types[(i // D) % S]`` (so every pair occurs once in each ``D * S`` run), and a
     hop count drawn from the values of ``hops`` that suit its scenario type (repeat a value to
     weight it). The first ``n`` environments of a longer run are the ``n`` of a shorter one.
-    Raises ``ValueError`` for unknown domains, scenario types or splits, and for a scenario
-    type that none of the hop counts suits.
+    Without ``scenario_types``, the types that some of the hop counts suit are used (one hop
+    suits the single-hop types only, three or more the multi-hop ones). Raises ``ValueError``
+    for unknown domains, scenario types or splits, and for a given scenario type that none of
+    the hop counts suits (the message names the types that would).
     """
     if count < 0:
         raise ValueError("count must be >= 0")
@@ -47,11 +49,15 @@ def generate_environments(
         raise ValueError(f"unknown domains {unknown}; the domains are {list(DOMAINS)}")
     if scenario_types is not None and not scenario_types:
         raise ValueError("scenario_types is empty; leave it None for every scenario type")
-    types = [ScenarioType(t) for t in dict.fromkeys(scenario_types or list(ScenarioType))]
     hop_values = _hop_values(hops)
-    for scenario in types:
-        if not compatible_hops(scenario, hop_values):
-            raise ValueError(f"no hop count in {hop_values} suits {scenario.value}")
+    suited = [t for t in ScenarioType if compatible_hops(t, hop_values)]
+    types = [ScenarioType(t) for t in dict.fromkeys(scenario_types or suited)]
+    unsuited = [t.value for t in types if not compatible_hops(t, hop_values)]
+    if unsuited:
+        raise ValueError(
+            f"no hop count in {hop_values} suits scenario type(s) {unsuited}; with these hops "
+            f"choose among {[t.value for t in suited]}, or give no scenario types"
+        )
     partition: Partition = "heldout" if split == "heldout_entities" else "train"
     specs: list[EnvironmentSpec] = []
     seen: set[str] = set()

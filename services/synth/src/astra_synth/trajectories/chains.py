@@ -4,12 +4,13 @@ chain -> query -> chain. A chain that fails any is dropped with the reason count
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from astra_synth.llm import LLMError, LLMUnavailable
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
-from astra_synth.trajectories.models import Chain, ToolServer
+from astra_synth.trajectories.models import Chain, RejectionSink, ToolServer, ignore_rejection
 from astra_synth.trajectories.walks import unbound_arguments
 
 SYSTEM_COHERENCE = (
@@ -53,29 +54,43 @@ def tool_documents(server: ToolServer, names: list[str] | None = None) -> list[d
 class ChainChecker:
     """Runs every check on a chain; returns the query of a chain that passes."""
 
-    def __init__(self, asker: Asker, votes: int) -> None:
+    def __init__(
+        self, asker: Asker, votes: int, on_reject: RejectionSink = ignore_rejection
+    ) -> None:
         self.asker = asker
         self.votes = votes
         self.rejected: Counter[str] = Counter()
+        self.on_reject = on_reject
 
     async def check(self, chain: Chain, server: ToolServer) -> str | None:
         """The back-translated query when ``chain`` passes every check, else None (the reason
-        is counted in ``rejected``). ``LLMUnavailable`` propagates."""
-        if unbound_arguments(chain, server):
-            self.rejected["chain_unbound_argument"] += 1
+        is counted in ``rejected`` and told to ``on_reject``). ``LLMUnavailable`` propagates."""
+        item = f"{server.name}: {' -> '.join(chain.tools)}"
+        unbound = unbound_arguments(chain, server)
+        if unbound:
+            self._drop("chain_unbound_argument", item, f"unbound arguments: {unbound}")
             return None
         try:
-            return await self._llm_checks(chain, server)
+            reason = await self._llm_checks(chain, server)
         except LLMUnavailable:
             raise
         except Unparseable as exc:
             stage = str(exc).split(":", 1)[0]
-            self.rejected[f"llm_malformed:{stage}"] += 1
-        except LLMError:
-            self.rejected["llm_error:chain_check"] += 1
-        return None
+            self._drop(f"llm_malformed:{stage}", item, str(exc), exc.reply)
+            return None
+        except LLMError as exc:
+            self._drop("llm_error:chain_check", item, f"{type(exc).__name__}: {exc}")
+            return None
+        if isinstance(reason, _Dropped):
+            self._drop(reason.reason, item, reason.message, reason.excerpt)
+            return None
+        return reason
 
-    async def _llm_checks(self, chain: Chain, server: ToolServer) -> str | None:
+    def _drop(self, reason: str, item: str, message: str, excerpt: str | None = None) -> None:
+        self.rejected[reason] += 1
+        self.on_reject("chains", reason, item=item, message=message, excerpt=excerpt)
+
+    async def _llm_checks(self, chain: Chain, server: ToolServer) -> str | _Dropped:
         payload = {
             "server": server.name,
             "description": server.description,
@@ -88,12 +103,10 @@ class ChainChecker:
             )
             yes += vote.coherent
         if 2 * yes <= self.votes:
-            self.rejected["chain_incoherent"] += 1
-            return None
+            return _Dropped("chain_incoherent", f"{yes} of {self.votes} votes said coherent")
         query = await self.asker.ask("chain_to_query", SYSTEM_CHAIN_TO_QUERY, payload, QueryReply)
         if not query.query.strip():
-            self.rejected["chain_empty_query"] += 1
-            return None
+            return _Dropped("chain_empty_query", "the back-translated query is empty")
         back = await self.asker.ask(
             "query_to_chain",
             SYSTEM_QUERY_TO_CHAIN,
@@ -102,6 +115,17 @@ class ChainChecker:
             judge=True,
         )
         if back.chain != chain.tools:
-            self.rejected["chain_backtranslation_mismatch"] += 1
-            return None
+            return _Dropped(
+                "chain_backtranslation_mismatch",
+                f"the query {query.query.strip()!r} maps back to {back.chain}",
+            )
         return query.query.strip()
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """Why a chain failed an LLM check."""
+
+    reason: str
+    message: str
+    excerpt: str | None = None

@@ -12,7 +12,14 @@ from astra_proto import ToolSpec
 from astra_synth.llm import LLMError, LLMUnavailable
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
-from astra_synth.trajectories.models import ChainProposal, Edge, ToolGraph, ToolServer
+from astra_synth.trajectories.models import (
+    ChainProposal,
+    Edge,
+    RejectionSink,
+    ToolGraph,
+    ToolServer,
+    ignore_rejection,
+)
 
 SYSTEM_PROPOSE = (
     "You design realistic multi-step uses of one tool server. Given the server's description "
@@ -92,27 +99,37 @@ def schema_edges(server: ToolServer) -> list[tuple[str, str]]:
 
 
 def valid_proposals(
-    server: ToolServer, proposals: list[ChainProposal]
+    server: ToolServer, proposals: list[ChainProposal], on_reject: RejectionSink = ignore_rejection
 ) -> tuple[list[ChainProposal], Counter[str]]:
     """Proposals whose chains name only the server's tools and have at least one step."""
     names = {t.name for t in server.tools}
     kept: list[ChainProposal] = []
     rejected: Counter[str] = Counter()
     for proposal in proposals:
+        item = f"{server.name}: {proposal.task.strip() or '(no task)'}"
         if not proposal.chain or not proposal.task.strip():
             rejected["proposal_empty"] += 1
+            on_reject("proposals", "proposal_empty", item=item, message="no task or no chain")
         elif any(name not in names for name in proposal.chain):
+            unknown = [name for name in proposal.chain if name not in names]
             rejected["proposal_unknown_tool"] += 1
+            on_reject(
+                "proposals",
+                "proposal_unknown_tool",
+                item=item,
+                message=f"the chain names tools the server lacks: {unknown}",
+            )
         else:
             kept.append(proposal)
     return kept, rejected
 
 
 async def propose_chains(
-    server: ToolServer, asker: Asker, count: int
+    server: ToolServer, asker: Asker, count: int, on_reject: RejectionSink = ignore_rejection
 ) -> tuple[list[ChainProposal], Counter[str]]:
     """Ask the LLM for ``count`` (task, chain) pairs; malformed replies and chains naming
-    unknown tools are dropped and counted. ``LLMUnavailable`` propagates."""
+    unknown tools are dropped, counted and told to ``on_reject``. ``LLMUnavailable``
+    propagates."""
     if count == 0:
         return [], Counter()
     payload = {
@@ -125,11 +142,24 @@ async def propose_chains(
         reply = await asker.ask("propose_chains", SYSTEM_PROPOSE, payload, ProposalsReply)
     except LLMUnavailable:
         raise
-    except Unparseable:
+    except Unparseable as exc:
+        on_reject(
+            "proposals",
+            "proposal_malformed",
+            item=f"{server.name}: {count} proposals",
+            message=str(exc),
+            excerpt=exc.reply,
+        )
         return [], Counter({"proposal_malformed": 1})
-    except LLMError:
+    except LLMError as exc:
+        on_reject(
+            "proposals",
+            "proposal_llm_error",
+            item=f"{server.name}: {count} proposals",
+            message=f"{type(exc).__name__}: {exc}",
+        )
         return [], Counter({"proposal_llm_error": 1})
-    return valid_proposals(server, reply.proposals[:count])
+    return valid_proposals(server, reply.proposals[:count], on_reject)
 
 
 def build_graph(server: ToolServer, proposals: list[ChainProposal]) -> ToolGraph:

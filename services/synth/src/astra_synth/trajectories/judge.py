@@ -15,11 +15,11 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from astra_proto import ContractModel, Trajectory
-from astra_synth.llm import ChatModel, LLMError, LLMUnavailable
+from astra_synth.llm import ChatModel, LLMError, LLMUnavailable, LLMUsage
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
 from astra_synth.trajectories.export import message_row
-from astra_synth.trajectories.models import DimensionStats
+from astra_synth.trajectories.models import DimensionStats, RejectionSink, ignore_rejection
 
 DIMENSIONS = (
     "query_understanding",
@@ -92,11 +92,20 @@ def call_rounds(trajectory: Trajectory) -> int:
 class Judge:
     """Grades trajectories with the chat model."""
 
-    def __init__(self, llm: ChatModel, *, cutoff: float = 0.75, temperature: float = 0.0) -> None:
+    def __init__(
+        self,
+        llm: ChatModel,
+        *,
+        cutoff: float = 0.75,
+        temperature: float = 0.0,
+        on_reject: RejectionSink = ignore_rejection,
+        usage: LLMUsage | None = None,
+    ) -> None:
         if not 0.0 <= cutoff <= 1.0:
             raise ValueError("cutoff must be within [0, 1]")
         self.cutoff = cutoff
-        self._asker = Asker(llm, judge_temperature=temperature)
+        self.on_reject = on_reject
+        self._asker = Asker(llm, judge_temperature=temperature, usage=usage)
 
     async def grade(self, trajectory: Trajectory) -> JudgedSample:
         """Grades of one trajectory; raises ``Unparseable`` / ``LLMError`` / ``ValueError``
@@ -124,7 +133,7 @@ class Judge:
     ) -> JudgeReport:
         """Grade every trajectory; keep those at or above the cutoff. A judge failure rejects
         the sample ('judge_error'); ``LLMUnavailable`` propagates. ``progress`` sees the
-        report after each trajectory."""
+        report after each trajectory; ``on_reject`` (of the constructor) each drop."""
         report = JudgeReport(cutoff=self.cutoff)
         rejected: Counter[str] = Counter()
         for trajectory in trajectories:
@@ -132,14 +141,28 @@ class Judge:
                 sample = await self.grade(trajectory)
             except LLMUnavailable:
                 raise
-            except (Unparseable, LLMError, ValueError):
+            except (Unparseable, LLMError, ValueError) as exc:
                 rejected["judge_error"] += 1
+                self.on_reject(
+                    "judged",
+                    "judge_error",
+                    item=trajectory.id,
+                    message=f"{type(exc).__name__}: {exc}",
+                    excerpt=exc.reply if isinstance(exc, Unparseable) else None,
+                )
             else:
                 report.samples.append(sample)
                 if sample.score >= self.cutoff:
                     report.kept.append(trajectory.id)
                 else:
                     rejected["below_cutoff"] += 1
+                    self.on_reject(
+                        "judged",
+                        "below_cutoff",
+                        item=trajectory.id,
+                        message=f"score {sample.score:.2f} < cutoff {self.cutoff}"
+                        + (f"; {sample.notes}" if sample.notes else ""),
+                    )
             if progress is not None:
                 report.rejected = dict(rejected)
                 progress(report)

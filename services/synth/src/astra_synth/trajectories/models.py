@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -23,6 +23,31 @@ DATASET_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$"
 
 ProgressFn = Callable[[StageProgress], None]
 """Called with a stage's counts whenever they change (a job stores them)."""
+
+
+class RejectionSink(Protocol):
+    """Told about each item a stage drops: which, why, and the start of the LLM's reply."""
+
+    def __call__(
+        self,
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None: ...
+
+
+def ignore_rejection(
+    stage: str,
+    reason: str,
+    *,
+    item: str | None = None,
+    message: str | None = None,
+    excerpt: str | None = None,
+) -> None:
+    """A ``RejectionSink`` that keeps nothing (the counts are kept anyway)."""
 
 
 def report(progress: ProgressFn | None, stage: StageProgress) -> None:

@@ -7,17 +7,19 @@ from collections import Counter
 from typing import Literal
 
 from astra_proto import StageProgress, sha256_hex
-from astra_synth.llm import ChatModel, LLMError, LLMUnavailable
+from astra_synth.llm import ChatModel, LLMError, LLMUnavailable, LLMUsage
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
 from astra_synth.trajectories.chains import ChainChecker, tool_documents
 from astra_synth.trajectories.graph import build_graph, propose_chains
 from astra_synth.trajectories.models import (
     ProgressFn,
+    RejectionSink,
     SynthTask,
     TaskSynthesis,
     ToolServer,
     Toolset,
+    ignore_rejection,
     report,
 )
 from astra_synth.trajectories.settings import AugmentKind, TrajectorySettings
@@ -74,10 +76,16 @@ def task_id(server: str, question: str, origin: str) -> str:
 class TaskWriter:
     """Writes, augments and grades tasks; drops are counted in ``rejected`` by reason."""
 
-    def __init__(self, asker: Asker, settings: TrajectorySettings) -> None:
+    def __init__(
+        self,
+        asker: Asker,
+        settings: TrajectorySettings,
+        on_reject: RejectionSink = ignore_rejection,
+    ) -> None:
         self.asker = asker
         self.settings = settings
         self.rejected: Counter[str] = Counter()
+        self.on_reject = on_reject
 
     async def server_tasks(self, server: ToolServer) -> list[SynthTask]:
         """Tasks written from the server's description and tools alone."""
@@ -93,7 +101,7 @@ class TaskWriter:
         try:
             reply = await self.asker.ask("server_tasks", SYSTEM_SERVER_TASKS, payload, TasksReply)
         except (Unparseable, LLMError) as exc:
-            self._count_failure("server_tasks", exc)
+            self._count_failure("server_tasks", exc, f"{server.name}: {count} server tasks")
             return []
         return [
             SynthTask(
@@ -119,11 +127,16 @@ class TaskWriter:
         try:
             reply = await self.asker.ask(f"augment_{kind}", SYSTEM_AUGMENT, payload, AugmentReply)
         except (Unparseable, LLMError) as exc:
-            self._count_failure(f"augment_{kind}", exc)
+            self._count_failure(f"augment_{kind}", exc, f"{kind} rewrite of {task.question!r}")
             return None
         question = reply.task.strip()
         if not question or question == task.question:
-            self.rejected["augment_unchanged"] += 1
+            self._drop(
+                "augment_unchanged",
+                f"{kind} rewrite of {task.question!r}",
+                "the rewrite is empty or the same task",
+                reply.task,
+            )
             return None
         origin = f"augment:{kind}"
         return SynthTask(
@@ -149,7 +162,7 @@ class TaskWriter:
                 "task_quality", SYSTEM_TASK_QUALITY, payload, QualityReply, judge=True
             )
         except (Unparseable, LLMError) as exc:
-            self._count_failure("task_quality", exc)
+            self._count_failure("task_quality", exc, task.question)
             return None
         s = self.settings
         checks = [
@@ -164,7 +177,8 @@ class TaskWriter:
             ]
         for passed, reason in checks:
             if not passed:
-                self.rejected[reason] += 1
+                grades = reply.model_dump(exclude_none=True)
+                self._drop(reason, task.question, f"graded {grades}")
                 return None
         scores = {
             "question_quality": float(reply.question_quality),
@@ -173,11 +187,16 @@ class TaskWriter:
         }
         return task.model_copy(update={"scores": scores})
 
-    def _count_failure(self, stage: str, exc: Exception) -> None:
+    def _count_failure(self, stage: str, exc: Exception, item: str) -> None:
         if isinstance(exc, LLMUnavailable):
             raise exc
         kind = "llm_malformed" if isinstance(exc, Unparseable) else "llm_error"
-        self.rejected[f"{kind}:{stage}"] += 1
+        excerpt = exc.reply if isinstance(exc, Unparseable) else None
+        self._drop(f"{kind}:{stage}", item, f"{type(exc).__name__}: {exc}", excerpt)
+
+    def _drop(self, reason: str, item: str, message: str, excerpt: str | None = None) -> None:
+        self.rejected[reason] += 1
+        self.on_reject("tasks", reason, item=item, message=message, excerpt=excerpt)
 
 
 async def synthesize_tasks(
@@ -186,27 +205,42 @@ async def synthesize_tasks(
     llm: ChatModel,
     settings: TrajectorySettings | None = None,
     progress: ProgressFn | None = None,
+    on_reject: RejectionSink = ignore_rejection,
+    usage: LLMUsage | None = None,
 ) -> TaskSynthesis:
     """The chain/task pipeline over every server of ``toolset``: LLM chain proposals and schema
     links -> graph -> walks -> chain checks -> chain-conditioned tasks, plus server-only tasks
-    -> augmentation -> grading. Drops are counted by reason; ``LLMUnavailable`` ends it."""
+    -> augmentation -> grading. Drops are counted by reason and told to ``on_reject``;
+    ``LLMUnavailable`` ends it. ``usage`` (optional) counts LLM calls by stage.
+
+    Stage progress: ``proposals`` counts the chain proposals asked for (done: kept), ``graph``
+    the servers, ``chains`` the sampled chains (done: kept), ``tasks`` the task candidates
+    (written, rewritten or asked for; done: passed grading). In every stage, done plus
+    rejected never exceeds the total."""
     settings = settings or TrajectorySettings()
     asker = Asker(
         llm,
         temperature=settings.temperature,
         judge_temperature=settings.judge_temperature,
         max_tokens=settings.max_tokens,
+        usage=usage,
     )
-    checker = ChainChecker(asker, settings.coherence_votes)
-    writer = TaskWriter(asker, settings)
+    checker = ChainChecker(asker, settings.coherence_votes, on_reject)
+    writer = TaskWriter(asker, settings, on_reject)
     result = TaskSynthesis(toolset_id=toolset.id)
     rejected: Counter[str] = Counter()
+    proposal_stage = StageProgress(stage="proposals")
     graph_stage = StageProgress(stage="graph", total=len(toolset.servers))
-    chain_stage = StageProgress(stage="chains")
-    task_stage = StageProgress(stage="tasks")
+    chain_stage = StageProgress(stage="chains", total=0)
+    task_stage = StageProgress(stage="tasks", total=0)
     for server in toolset.servers:
-        proposals, dropped = await propose_chains(server, asker, settings.proposals_per_server)
+        asked = settings.proposals_per_server
+        proposal_stage.total = (proposal_stage.total or 0) + asked
+        proposals, dropped = await propose_chains(server, asker, asked, on_reject)
         rejected.update(dropped)
+        proposal_stage.done += len(proposals)
+        proposal_stage.rejected = dict(rejected)
+        report(progress, proposal_stage)
         graph = build_graph(server, proposals)
         result.graphs.append(graph)
         graph_stage.done += 1
@@ -222,12 +256,13 @@ async def synthesize_tasks(
             acyclic=settings.acyclic,
         )
         result.chains_sampled += len(chains)
+        chain_stage.total = (chain_stage.total or 0) + len(chains)
+        report(progress, chain_stage)
         for chain in chains:
             query = await checker.check(chain, server)
-            chain_stage.done += 1
             chain_stage.rejected = dict(checker.rejected)
-            report(progress, chain_stage)
             if query is not None:
+                chain_stage.done += 1
                 result.chains_kept.append(chain)
                 base.append(
                     SynthTask(
@@ -238,6 +273,8 @@ async def synthesize_tasks(
                         origin="chain",
                     )
                 )
+            report(progress, chain_stage)
+        dropped_before = sum(writer.rejected.values())
         base += await writer.server_tasks(server)
 
         candidates: list[tuple[SynthTask, str | None]] = [(t, None) for t in base]
@@ -246,10 +283,15 @@ async def synthesize_tasks(
                 augmented = await writer.augment(task, server, kind)
                 if augmented is not None:
                     candidates.append((augmented, task.question))
+        # A failed request or rewrite is one candidate lost: counted in the total too.
+        lost = sum(writer.rejected.values()) - dropped_before
+        task_stage.total = (task_stage.total or 0) + len(candidates) + lost
+        task_stage.rejected = dict(writer.rejected)
+        report(progress, task_stage)
         for task, original in candidates:
             graded = await writer.grade(task, server, original)
-            task_stage.done += 1
             if graded is not None:
+                task_stage.done += 1
                 result.tasks.append(graded)
             task_stage.rejected = dict(writer.rejected)
             report(progress, task_stage)
