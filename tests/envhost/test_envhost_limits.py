@@ -48,16 +48,29 @@ async def call(url: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, An
     return False, result.structured_content
 
 
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as name:
+            return name.read().strip()
+    except OSError:
+        return ""
+
+
+def parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def sandbox_processes() -> int:
-    """Live bubblewrap processes below this test process (the envhost runs in it)."""
-    count = 0
-    for pid in descendants(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/comm") as comm:
-                count += comm.read().strip() == "bwrap"
-        except OSError:
-            continue
-    return count
+    """Live sandboxes below this test process (the envhost runs in it): outermost bwraps."""
+    return sum(
+        1
+        for pid in descendants(os.getpid())
+        if comm(pid) == "bwrap" and comm(parent(pid)) != "bwrap"
+    )
 
 
 async def test_idle_sandbox_workers_are_evicted_at_the_cap_and_say_so(
