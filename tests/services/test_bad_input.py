@@ -160,23 +160,30 @@ async def test_integers_beyond_the_database_are_422(
     assert largest.status_code == (404 if "job_x" in path else 200), largest.text
 
 
-async def test_dataset_names_and_toolset_ids_are_file_names(
+async def test_dataset_names_are_file_names(
     redis_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    tools = [{"name": f"t{i}", "description": "does a thing", "parameters": {}} for i in range(3)]
     async with serve(apps(redis_url, database_url, tmp_path)["synth"]()) as client:
         for name in ("+0.0", ".hidden", "a b"):
             _assert_small_validation_error(await client.get(f"/v1/datasets/{name}"))
             _assert_small_validation_error(await client.get(f"/v1/datasets/{name}/files/x"))
         assert (await client.get("/v1/datasets/a..b")).status_code == 404
+        assert (await client.get("/v1/datasets/a..b/files/x")).status_code == 404
+
+
+async def test_a_toolset_id_starting_with_a_dot_is_422(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    tools = [{"name": f"t{i}", "description": "does a thing", "parameters": {}} for i in range(3)]
+    async with serve(apps(redis_url, database_url, tmp_path)["synth"]()) as client:
         dotted = await client.post(
             "/v1/toolsets", json={"id": ".ts", "json_tools": [{"name": "s", "tools": tools}]}
         )
-        _assert_small_validation_error(dotted)
         accepted = await client.post(
             "/v1/toolsets", json={"id": "ts.1", "json_tools": [{"name": "s", "tools": tools}]}
         )
-        assert accepted.status_code == 201, accepted.text
+    _assert_small_validation_error(dotted)
+    assert accepted.status_code == 201, accepted.text
 
 
 @pytest.mark.parametrize("env_id", ["", ".", "..", "a/b"])
