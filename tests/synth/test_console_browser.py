@@ -30,8 +30,13 @@ from astra_proto import (
     EnvironmentSpec,
     FinishReason,
     FunctionCall,
+    JobKind,
+    JobRejection,
+    JobState,
     Message,
     RewardBreakdown,
+    StageProgress,
+    SynthesisJob,
     Timings,
     ToolCall,
     Trajectory,
@@ -383,4 +388,63 @@ async def test_write_actions_need_the_token_configured_in_the_page(
         await expect(page.locator("#cancel-job")).to_have_count(0)
         await expect(page.locator(".job-head")).to_contain_text("cancelled over the API")
         await snap(page, "job-cancelled")
+        assert errors == []
+
+
+async def test_a_job_page_lists_its_rejections_with_the_model_reply_as_text(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    job = SynthesisJob(
+        id="job_rejections",
+        kind=JobKind.ENVIRONMENTS,
+        state=JobState.SUCCEEDED,
+        params={"source": "qa"},
+        progress=[
+            StageProgress(
+                stage="decomposed",
+                done=1,
+                total=3,
+                rejected={"unparseable_decomposition": 1, "malformed_line": 1},
+            )
+        ],
+        created_at=now,
+        updated_at=now,
+        finished_at=now,
+    )
+    records = [
+        JobRejection(
+            stage="decomposed",
+            reason="unparseable_decomposition",
+            item="item 0: Is Fredville rainy?",
+            message="the reply is not JSON",
+            excerpt=HOSTILE_TASK,
+            at=now,
+        ),
+        JobRejection(stage="decomposed", reason="malformed_line", item="line 2", at=now),
+    ]
+    async with Database(database_url) as database, database.transaction() as repos:
+        await repos.jobs.create(job)
+        await repos.jobs.add_rejections(job.id, records)
+    async with (
+        synth_service(
+            database_url=database_url,
+            redis_url=private_redis(redis_url),
+            envhost_url="http://127.0.0.1:9",
+            tmp_path=tmp_path,
+        ) as (synth_url, _),
+        browser_page() as (page, errors),
+    ):
+        await page.goto(f"{synth_url}/#/jobs/{job.id}")
+        rows = page.locator("#job-rejections table.rejections tbody tr")
+        await expect(rows).to_have_count(2, timeout=WAIT_MS)
+        await expect(page.locator("#job-rejections")).to_contain_text("2 rejections recorded")
+        first = rows.first
+        await expect(first).to_contain_text("unparseable_decomposition")
+        await expect(first).to_contain_text("Is Fredville rainy?")
+        await expect(first).to_contain_text("the reply is not JSON")
+        await expect(first.locator("code.excerpt")).to_have_text(HOSTILE_TASK)  # as text
+        assert await page.locator("main img, main b").count() == 0
+        assert await page.evaluate("() => window.__pwned") is None
+        await snap(page, "job-rejections")
         assert errors == []

@@ -6,6 +6,7 @@ import { facts, h, json, link, notice, num, replace, table, when } from "../dom.
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const POLL_MS = 1000;
+const REJECTIONS_SHOWN = 50;
 
 export async function render(container, route) {
   return route.id ? renderJob(container, route.id) : renderList(container);
@@ -143,11 +144,40 @@ function statsView(stats) {
   );
 }
 
+function rejectedCount(job) {
+  return job.progress.reduce(
+    (sum, stage) => sum + Object.values(stage.rejected || {}).reduce((a, n) => a + n, 0),
+    0,
+  );
+}
+
+/** The job's rejection records: which item, at which stage, why, and the model's reply. */
+function rejectionsView(page) {
+  if (!page.total) return h("p", { class: "muted" }, "Nothing rejected.");
+  return h(
+    "div",
+    {},
+    h("p", {}, `${page.total} rejections recorded` + (page.total > page.items.length ? `; the first ${page.items.length} shown` : "")),
+    table(
+      [
+        ["stage", (r) => r.stage],
+        ["reason", (r) => r.reason],
+        ["item", (r) => r.item || ""],
+        ["why", (r) => r.message || ""],
+        ["reply excerpt", (r) => (r.excerpt ? h("code", { class: "excerpt" }, r.excerpt) : "")],
+      ],
+      page.items,
+      { class: "rejections" },
+    ),
+  );
+}
+
 async function renderJob(container, jobId) {
   const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
   const head = h("div", { class: "job-head" });
   const stages = h("div", { class: "stages", id: "job-stages" });
   const stats = h("div", {});
+  const rejections = h("div", { id: "job-rejections" });
   const actions = h("div", { class: "actions" });
   const details = h("div", {});
   replace(
@@ -157,6 +187,8 @@ async function renderJob(container, jobId) {
     h("h2", {}, "Progress"),
     stages,
     actions,
+    h("h2", {}, "Rejections"),
+    rejections,
     h("h2", {}, "Statistics"),
     stats,
     details,
@@ -164,6 +196,15 @@ async function renderJob(container, jobId) {
   const writable = await canWrite();
   let timer = null;
   let stopped = false;
+  let rejectionsShown = -1; // the count the records on screen were read at
+
+  const showRejections = async (job) => {
+    const count = rejectedCount(job);
+    if (count === rejectionsShown) return;
+    rejectionsShown = count;
+    const page = await getJSON(`${path}/rejections?limit=${REJECTIONS_SHOWN}`);
+    if (!stopped) replace(rejections, rejectionsView(page));
+  };
 
   const show = (job) => {
     replace(
@@ -205,6 +246,7 @@ async function renderJob(container, jobId) {
       const job = await getJSON(path);
       if (stopped) return;
       show(job);
+      await showRejections(job);
       if (!TERMINAL.has(job.state)) timer = setTimeout(poll, POLL_MS);
     } catch (error) {
       if (!stopped) replace(head, notice("error", error.message));
