@@ -454,6 +454,23 @@ def test_start_up_check_says_why_the_unprivileged_identity_cannot_import(tmp_pat
         check_sandbox_available("bubblewrap", interpreter=layout)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root envhost switches tool code's uid")
+def test_a_worker_that_cannot_switch_ids_exits_before_reading_any_request() -> None:
+    argv = worker_command("bubblewrap", FAST, run_as=NOBODY)
+    cap_adds = [i for i, arg in enumerate(argv) if arg == "--cap-add"]
+    without_caps = [
+        arg for i, arg in enumerate(argv) if i not in {*cap_adds, *(i + 1 for i in cap_adds)}
+    ]
+    load = {"id": 0, "op": "load", "tools": [{"name": "t", "code": ECHO, "entrypoint": "echo"}]}
+    completed = subprocess.run(
+        without_caps, input=json.dumps(load).encode() + b"\n", capture_output=True,
+        env={"PATH": "/usr/bin:/bin"}, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode != 0
+    assert completed.stdout == b""  # not a single reply: tool code never ran as root
+    assert b"cannot switch to uid 65534 / gid 65534" in completed.stderr
+
+
 def test_seccomp_filter_exists_for_x86_64_and_aarch64_only() -> None:
     for machine in ("x86_64", "aarch64"):
         program = build_filter(machine)
