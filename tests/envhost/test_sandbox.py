@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -469,6 +470,85 @@ def test_a_worker_that_cannot_switch_ids_exits_before_reading_any_request() -> N
     assert completed.returncode != 0
     assert completed.stdout == b""  # not a single reply: tool code never ran as root
     assert b"cannot switch to uid 65534 / gid 65534" in completed.stderr
+
+
+ORDINARY_USER_SCRIPT = """
+import asyncio, json, os, site, sys
+site.addsitedir(sys.argv[1])  # the test environment's packages, for this plain interpreter
+from astra_envhost.sandbox import SandboxBackend, check_sandbox_available
+from astra_proto.tools import SyntheticTool, ToolSpec
+
+CODE = '''
+import os, sys
+def run():
+    try:
+        with open("/proc/sys/vm/swappiness", "r+") as handle:
+            handle.write(handle.read())
+        sysctl = "written"
+    except OSError as exc:
+        sysctl = type(exc).__name__
+    return {"ids": [*os.getresuid(), *os.getresgid()], "sysctl": sysctl,
+            "executable": sys.executable}
+'''
+
+def worker_uid_lines(bwrap_pid):
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                parents[int(pid)] = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except OSError:
+            continue
+    below, grew = {bwrap_pid}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in below} - below
+        below, grew = below | more, bool(more)
+    lines = []
+    for pid in below:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if not cmdline.read().startswith(b"/sandbox/python/"):
+                continue
+        with open(f"/proc/{pid}/status") as status:
+            lines += [line for line in status if line.startswith("Uid:")]
+    return lines
+
+async def main():
+    check_sandbox_available("bubblewrap")
+    tool = SyntheticTool(spec=ToolSpec(name="t", description="t"), code=CODE, entrypoint="run")
+    box = SandboxBackend([tool], mode="bubblewrap")
+    try:
+        inside = await box.call("t", {})
+        uid_lines = worker_uid_lines(box.pid)
+    finally:
+        await box.close()
+    print(json.dumps({"inside": inside, "host_uid_lines": uid_lines}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+def test_an_envhost_run_by_an_ordinary_user_sandboxes_tools_as_that_user() -> None:
+    """envhost not root: bwrap builds a user namespace; tool code is that user on the host."""
+    major, minor = sys.version_info[:2]
+    plain = shutil.which(f"python{major}.{minor}", path="/usr/bin:/usr/local/bin")
+    if plain is None:
+        pytest.skip(f"no python{major}.{minor} that an ordinary user can run")
+    ordinary = 4242  # no account needed: a uid that owns nothing here
+    site_packages = sysconfig.get_paths()["purelib"]
+    completed = subprocess.run(
+        [plain, "-s", "-c", ORDINARY_USER_SCRIPT, site_packages],
+        user=ordinary, group=ordinary, extra_groups=[], cwd="/",
+        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if "ModuleNotFoundError: No module named 'astra" in completed.stderr:
+        pytest.skip("this test environment's packages are not readable by other users")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outcome = json.loads(completed.stdout)
+    assert outcome["inside"]["ids"] == [65534] * 6  # mapped to the ordinary user
+    assert outcome["inside"]["sysctl"] == "FileNotFoundError"
+    assert outcome["inside"]["executable"].startswith(f"{PYTHON_IN_SANDBOX}/")
+    assert [line.split()[1:] for line in outcome["host_uid_lines"]] == [[str(ordinary)] * 4]
 
 
 def test_seccomp_filter_exists_for_x86_64_and_aarch64_only() -> None:
