@@ -26,6 +26,11 @@ def _validated(model: Any, values: dict[str, Any]) -> Any:
         ) from exc
 
 
+_TOO_MANY_RUNS: dict[str, Any] = {
+    "description": "max_concurrent_runs runs are running; the detail names them",
+}
+
+
 def _start(runs: RunManager, run_id: str, kind: Literal["sft", "grpo"], config: Any) -> RunStatus:
     try:
         return runs.start(run_id, kind, config)
@@ -38,7 +43,13 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
     router = APIRouter(tags=["runs"])
     write = [Depends(bearer_auth(settings))]
 
-    @router.post("/runs/sft", status_code=202, dependencies=write, summary="Start an SFT run")
+    @router.post(
+        "/runs/sft",
+        status_code=202,
+        dependencies=write,
+        summary="Start an SFT run",
+        responses={429: _TOO_MANY_RUNS},
+    )
     async def start_sft(
         body: dict[str, Any] = Body(  # noqa: B008
             ..., examples=[{"dataset": "/data/sft-dataset", "max_steps": 100}]
@@ -55,7 +66,13 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
             raise HTTPException(400, detail=str(exc)) from exc
         return _start(runs, run_id, "sft", config)
 
-    @router.post("/runs/grpo", status_code=202, dependencies=write, summary="Start a GRPO consumer")
+    @router.post(
+        "/runs/grpo",
+        status_code=202,
+        dependencies=write,
+        summary="Start a GRPO consumer",
+        responses={429: _TOO_MANY_RUNS},
+    )
     async def start_grpo(
         body: dict[str, Any] = Body(default_factory=dict, examples=[{"group_size": 8}]),  # noqa: B008
     ) -> RunStatus:

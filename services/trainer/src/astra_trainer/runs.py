@@ -193,8 +193,9 @@ class RunManager:
 
     def close(self) -> None:
         """Stop every run still running (service shutdown)."""
-        for process in self._processes.values():
+        for run_id, process in self._processes.items():
             if process.returncode is None:
+                self._stop_requested.add(run_id)
                 process.send_signal(signal.SIGTERM)
         for process in self._processes.values():
             try:
