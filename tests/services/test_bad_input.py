@@ -136,6 +136,15 @@ async def test_validation_errors_are_a_list_and_never_copy_a_large_input(
         assert detail
 
 
+async def test_a_validator_error_keeps_its_message(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    async with serve(apps(redis_url, database_url, tmp_path)["rollout"]()) as client:
+        both = await client.post("/v1/batches", json={"env_ids": ["env_a"], "query": {}})
+    (error,) = _assert_small_validation_error(both)
+    assert error["ctx"] == {"error": "give exactly one of env_ids and query"}
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -65,6 +65,14 @@ def _small_json(value: Any, limit: int) -> Any | None:
     return encoded if len(text) <= limit else None
 
 
+def _context_value(value: Any) -> Any:
+    """A bound, pattern or expected value as JSON when it is small, else as cut text."""
+    if isinstance(value, BaseException):  # a validator's error: its message
+        return _cut(str(value), MAX_ERROR_FIELD_CHARS)
+    small = _small_json(value, MAX_ERROR_FIELD_CHARS)
+    return small if small is not None else _cut(str(value), MAX_ERROR_FIELD_CHARS)
+
+
 def validation_errors(errors: Any) -> list[dict[str, Any]]:
     """Pydantic/FastAPI validation errors as sent: small, JSON-safe, never a large input."""
     listed: list[dict[str, Any]] = []
@@ -86,7 +94,7 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
         ctx = error.get("ctx")
         if isinstance(ctx, dict) and ctx:
             entry["ctx"] = {
-                _cut(str(key), MAX_ERROR_FIELD_CHARS): _cut(str(value), MAX_ERROR_FIELD_CHARS)
+                _cut(str(key), MAX_ERROR_FIELD_CHARS): _context_value(value)
                 for key, value in list(ctx.items())[:10]
             }
         listed.append(entry)
