@@ -1,10 +1,13 @@
-"""A GRPO run against Redis faults (real SmolLM2, real Redis servers of the tests' own):
-it rides out a restart and a lost read reply, and fails with the reason when Redis stays down."""
+"""A GRPO run against Redis faults (real SmolLM2, real Redis servers of the tests' own): its
+reads outlast a stalled Redis, it rides out a restart and a lost read reply, and it fails with
+the reason when Redis stays down."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +21,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from trainer_support import MODEL_CACHE, model_store, publish_trajectories, text_only_group
 
 from astra.redis_server import RedisServer, free_port
-from astra_proto import POLICY_KEY
+from astra_common.streams import StreamConsumer
+from astra_proto import POLICY_KEY, Trajectory
 from astra_trainer.app import create_app
 from astra_trainer.grpo.checkpoint import CheckpointStore
 from astra_trainer.grpo.config import GRPOConfig
@@ -74,6 +78,34 @@ def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
         for r in caplog.records
         if r.name == RETRY_LOGGER and r.levelno == logging.WARNING
     ]
+
+
+async def test_a_stalled_redis_cuts_off_default_reads_but_not_the_runs(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    config = _config(tmp_path / "run", server.url, block_ms=1000)
+    default_client = aioredis.Redis.from_url(server.url)  # redis-py's 5 s socket timeout
+    run_client = stream_redis_client(config)
+    assert server.process is not None
+    try:
+        readers = [
+            StreamConsumer(client, config.stream, config.group, name, Trajectory)
+            for client, name in ((default_client, "default"), (run_client, "run"))
+        ]
+        await readers[0].ensure_group()
+        os.kill(server.process.pid, signal.SIGSTOP)  # Redis stalls, as on a loaded machine
+        try:
+            reads = [asyncio.create_task(r.read(block_ms=config.block_ms)) for r in readers]
+            done, _ = await asyncio.wait(reads, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+            assert done == {reads[0]}
+            with pytest.raises(RedisTimeoutError, match="Timeout reading from"):
+                reads[0].result()
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(reads[1], timeout=120) == []  # answered after the stall
+    finally:
+        await default_client.aclose()
+        await run_client.aclose()
 
 
 async def test_a_grpo_run_rides_out_a_redis_restart(
