@@ -223,3 +223,45 @@ async def test_an_unreachable_emulator_llm_fails_that_trajectory_with_the_reason
         assert "emulator answered HTTP 502" in failure["reason"]
         real = next(tr for tr in trajectories if tr.metadata["task_id"] == "t-real")
         assert real.finish_reason.value == "final_answer"  # the other task is unaffected
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[str]:
+    """The URL of a tool server that accepts connections and never answers (a hung server)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+
+
+async def test_a_tool_server_that_never_answers_cannot_hold_a_run_forever(
+    database_url: str, redis_url: str, envhost_settings: Any, tmp_path: Path
+) -> None:
+    async with (
+        teaching(database_url, redis_url, envhost_settings, tmp_path) as t,
+        silent_server() as hung_url,
+    ):
+        body = t.body(
+            tasks=[{"id": "t-hung", "question": "Weather in Paris?", "server": "hung"}],
+            servers=[{"name": "hung", "url": hung_url}],
+        )
+        body["limits"] = {"timeout_s": 1}
+        # The conversation's time limit does not cover opening the tool session; the
+        # episode's hard deadline (1 s + 10 s of slack) does.
+        status, (trajectory,) = await t.run(body)
+        assert status["state"] == "succeeded", status
+        assert status["failed"] == 1
+        assert trajectory.finish_reason == "error"
+        assert trajectory.failure_reason is not None
+        assert "hard deadline of 11 s" in trajectory.failure_reason
+        assert "hard deadline" in status["recent_failures"][0]["reason"]

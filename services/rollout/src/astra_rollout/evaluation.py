@@ -24,8 +24,14 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import EnvironmentSpec, JobState, Trajectory
-from astra_rollout.agent import EpisodeLimits, run_episode
-from astra_rollout.background import Run, RunStatus, RunTable
+from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
+from astra_rollout.background import (
+    Run,
+    RunStatus,
+    RunTable,
+    hard_deadline_s,
+    within_deadline,
+)
 from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.envhost_client import EpisodeBackend
 from astra_rollout.policy import PolicyClient, SamplingParams
@@ -180,13 +186,17 @@ class EvaluationRunner:
         async def work(run: Run[EvaluationStatus]) -> None:
             async def play(category: str, spec: EnvironmentSpec) -> None:
                 async with self._slots:
-                    trajectory = await run_episode(
-                        spec,
-                        policy=policy,
-                        episodes=self._episodes,
-                        sampling=request.sampling,
-                        limits=limits,
-                        system_prompt=request.system_prompt,
+                    trajectory = await within_deadline(
+                        run_episode(
+                            spec,
+                            policy=policy,
+                            episodes=self._episodes,
+                            sampling=request.sampling,
+                            limits=limits,
+                            system_prompt=request.system_prompt,
+                        ),
+                        hard_deadline_s(limits.timeout_s),
+                        lambda reason: failed_trajectory(spec, reason, model=policy.model),
                     )
                 run.trajectories[trajectory.id] = trajectory
                 run.status.entries.append(entry_score(category, trajectory))

@@ -33,8 +33,14 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec, Trajectory
-from astra_rollout.agent import EpisodeLimits, run_episode
-from astra_rollout.background import Run, RunStatus, RunTable
+from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
+from astra_rollout.background import (
+    Run,
+    RunStatus,
+    RunTable,
+    hard_deadline_s,
+    within_deadline,
+)
 from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.envhost_client import McpToolSession, ToolOutcome, ToolSession
 from astra_rollout.policy import PolicyClient, SamplingParams
@@ -353,14 +359,18 @@ class TeacherRunner:
                     seed=request.emulator.seed + index,
                 )
                 async with slots:
-                    trajectory = await run_episode(
-                        task,
-                        policy=policy,
-                        episodes=backend,
-                        sampling=request.sampling,
-                        limits=request.limits,
-                        system_prompt=request.system_prompt,
-                        seed=request.emulator.seed + index,
+                    trajectory = await within_deadline(
+                        run_episode(
+                            task,
+                            policy=policy,
+                            episodes=backend,
+                            sampling=request.sampling,
+                            limits=request.limits,
+                            system_prompt=request.system_prompt,
+                            seed=request.emulator.seed + index,
+                        ),
+                        hard_deadline_s(request.limits.timeout_s),
+                        lambda reason: failed_trajectory(task, reason, model=policy.model),
                     )
                 emulated = backend.emulated
                 trajectory.metadata |= {
