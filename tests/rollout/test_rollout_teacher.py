@@ -20,7 +20,7 @@ from http_support import running
 from rollout_stub_policy import ScriptedPolicy, stub_app
 from scripted_chat import ScriptedChat
 from scripted_llm import fake_openai
-from synth_support import private_redis, synth_service
+from synth_support import private_redis, silent_server, synth_service
 
 from astra.redis_server import free_port
 from astra_proto import Trajectory
@@ -225,25 +225,6 @@ async def test_an_unreachable_emulator_llm_fails_that_trajectory_with_the_reason
         assert real.finish_reason.value == "final_answer"  # the other task is unaffected
 
 
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[str]:
-    """The URL of a tool server that accepts connections and never answers (a hung server)."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-        await reader.read()  # until the client gives up
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.close()
-        for writer in held:
-            writer.close()
-
-
 async def test_a_tool_server_that_never_answers_cannot_hold_a_run_forever(
     database_url: str, redis_url: str, envhost_settings: Any, tmp_path: Path
 ) -> None:
@@ -253,7 +234,7 @@ async def test_a_tool_server_that_never_answers_cannot_hold_a_run_forever(
     ):
         body = t.body(
             tasks=[{"id": "t-hung", "question": "Weather in Paris?", "server": "hung"}],
-            servers=[{"name": "hung", "url": hung_url}],
+            servers=[{"name": "hung", "url": f"{hung_url}/mcp"}],
         )
         body["limits"] = {"timeout_s": 1}
         # The conversation's time limit does not cover opening the tool session; the

@@ -152,3 +152,23 @@ async def synth_stack(
         )
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=60))
         yield SynthStack(http=http, workers=workers, envhost_url=envhost_url, url=url)
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[str]:
+    """The base URL of an HTTP server that accepts connections and never answers (a hung
+    tool server or policy endpoint)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()

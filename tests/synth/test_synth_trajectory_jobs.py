@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from http_support import running
 from rollout_stub_policy import ScriptedPolicy, stub_app
 from scripted_chat import ScriptedChat
 from scripted_llm import fake_openai
-from synth_support import private_redis, stage, synth_stack, wait_for_job
+from synth_support import private_redis, silent_server, stage, synth_stack, wait_for_job
 from typer.testing import CliRunner, Result
 
 from astra.cli_synth import synth_app
@@ -216,3 +217,61 @@ async def test_tasks_then_teacher_trajectories_judged_and_exported(
         tool_outputs = [m["content"] for m in row["messages"] if m["role"] == "tool"]
         assert json.loads(tool_outputs[0]) == {"city_id": "c-75"}  # the real tool ran
         assert row["messages"][-1]["content"] == "It will be 21 degrees."
+
+
+async def test_a_job_whose_teacher_run_was_lost_in_a_rollout_restart_fails_saying_so(
+    database_url: str, redis_url: str, envhost_settings: Any, tmp_path: Path
+) -> None:
+    await register(database_url, WEATHER)
+    rollout_port = free_port()
+    async with (
+        running(fake_openai(ScriptedChat(dict(SCRIPT)), []), free_port()) as llm_url,
+        silent_server() as silent_policy,  # the teacher never answers: the run stays running
+        envhost(envhost_settings(tool_timeout_s=10.0)) as envhost_url,
+        synth_stack(
+            database_url,
+            redis_url,
+            tmp_path,
+            envhost_url=envhost_url,
+            llm_base_url=f"{llm_url}/v1",
+            llm_model="scripted",
+            llm_max_retries=0,
+            rollout_url=f"http://127.0.0.1:{rollout_port}",
+        ) as s,
+        AsyncExitStack() as first_rollout,
+    ):
+
+        def rollout_app() -> Any:
+            return create_rollout_app(
+                RolloutSettings(
+                    port=rollout_port,
+                    redis_url=private_redis(redis_url),
+                    envhost_url=envhost_url,
+                    synth_url=s.url,
+                )
+            )
+
+        await first_rollout.enter_async_context(running(rollout_app(), rollout_port))
+        toolset = {
+            "id": "wx",
+            "mcp": [{"url": f"{envhost_url}/envs/{WEATHER.id}/mcp", "name": "weather"}],
+            "settings": {"min_tools_per_server": 2, "augmentations": []},
+        }
+        assert (await s.http.post("/v1/toolsets", json=toolset)).status_code == 201
+        s.workers.start()
+        body = {
+            "toolset_id": "wx",
+            "teacher": {"base_url": f"{silent_policy}/v1", "model": "solver"},
+            "task_settings": {"min_tools_per_server": 2, "augmentations": []},
+        }
+        response = await s.http.post("/v1/jobs/trajectories", json=body)
+        assert response.status_code == 201, response.text
+        job_id = response.json()["id"]
+        await wait_for_job(s.http, job_id, until=lambda j: "teacher_run" in j["result"])
+
+        await first_rollout.aclose()  # the rollout process goes away with its runs
+        async with running(rollout_app(), rollout_port):  # and comes back empty
+            job = await wait_for_job(s.http, job_id, timeout_s=120)
+        assert job["state"] == "failed", job
+        assert "no longer knows teacher run" in job["error"]
+        assert "restarted" in job["error"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -38,6 +40,10 @@ TASK_STAGES = ["proposals", "graph", "chains", "tasks"]
 TRAJECTORY_STAGES = [*TASK_STAGES, "trajectories", "judged", "exported"]
 PAGE = 200
 ROLLOUT_TIMEOUT = httpx.Timeout(60.0)
+ROLLOUT_OUTAGE_S = 60.0
+"""How long a job keeps polling a rollout service that does not answer before it fails."""
+
+log = logging.getLogger(__name__)
 
 
 class RolloutError(Exception):
@@ -121,6 +127,8 @@ async def _trajectory_job(job: RunningJob) -> None:
     trajectories = await _play(job, request, toolset, tasks)
 
     finished: list[Trajectory] = []
+    # The teacher's live "failed" count is replaced by each trajectory's own finish reason.
+    job.progress.stages["trajectories"].rejected = {}
     for trajectory in trajectories:
         if trajectory.finish_reason == FinishReason.FINAL_ANSWER:
             finished.append(trajectory)
@@ -129,7 +137,8 @@ async def _trajectory_job(job: RunningJob) -> None:
                 "trajectories",
                 f"finish:{trajectory.finish_reason.value}",
                 item=_task_of(trajectory),
-                message=f"the teacher's episode ended {trajectory.finish_reason.value}, "
+                message=trajectory.failure_reason
+                or f"the teacher's episode ended {trajectory.finish_reason.value}, "
                 "not with a final answer",
                 excerpt=_last_reply(trajectory),
             )
@@ -285,8 +294,28 @@ async def _play(
         run_id = response.json()["id"]
         job.progress.notes["teacher_run"] = run_id
         try:
+            unreachable_since: float | None = None
             while True:
-                response = await _call(http, "GET", f"/v1/teacher-runs/{run_id}")
+                try:
+                    response = await _call(http, "GET", f"/v1/teacher-runs/{run_id}")
+                except RolloutError as exc:  # restarting, or a network fault: wait, bounded
+                    unreachable_since = unreachable_since or time.monotonic()
+                    if time.monotonic() - unreachable_since > ROLLOUT_OUTAGE_S:
+                        raise RolloutError(
+                            f"{exc} (for over {ROLLOUT_OUTAGE_S:.0f} s, while waiting for "
+                            f"teacher run {run_id})"
+                        ) from None
+                    log.warning("job %s: %s; polling again", job.job.id, exc)
+                    await job.progress.flush()
+                    await asyncio.sleep(job.progress.interval_s)
+                    continue
+                unreachable_since = None
+                if response.status_code == 404:
+                    raise RolloutError(
+                        f"the rollout service at {http.base_url} no longer knows teacher run "
+                        f"{run_id}: it was restarted, and a restarted rollout service forgets its "
+                        "runs (they live in its memory); start the job again"
+                    )
                 if response.status_code != 200:
                     raise RolloutError(_refusal(f"reading teacher run {run_id}", response))
                 status = response.json()
