@@ -106,7 +106,8 @@ async def test_a_new_worker_is_refused_clearly_while_every_worker_is_busy(
 ) -> None:
     slow, weather = slow_spec(), weather_spec()
     await register(database_url, slow, weather)
-    settings = envhost_settings(max_sandbox_workers=1, tool_timeout_s=5.0)
+    # the spinning call must still hold its worker when the second episode asks for one
+    settings = envhost_settings(max_sandbox_workers=1, tool_timeout_s=15.0, tool_cpu_s=60)
     async with envhost_app(settings) as (app, base):
         spinning = await create_episode(base, slow.id)
         waiting = await create_episode(base, weather.id)
@@ -134,7 +135,7 @@ async def test_abandoned_clients_are_reclaimed_sooner_than_rest_episodes(
 ) -> None:
     spec = weather_spec()
     await register(database_url, spec)
-    settings = envhost_settings(client_idle_timeout_s=1.0, episode_idle_timeout_s=600.0)
+    settings = envhost_settings(client_idle_timeout_s=3.0, episode_idle_timeout_s=600.0)
     async with envhost_app(settings) as (app, base):
         rest = await create_episode(base, spec.id)
         async with Client(f"{base}/envs/{spec.id}/mcp", mode="legacy") as client:
