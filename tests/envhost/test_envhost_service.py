@@ -398,3 +398,37 @@ async def test_a_sessionless_request_on_an_environment_url_is_told_where_to_go(
     assert "2025-11-25" in reply["error"]["data"]["supported"]
     assert "/episodes/{id}/mcp" in reply["error"]["message"]
     assert listing == []  # refused before anything was opened
+
+
+async def test_a_session_on_an_environment_url_learns_its_episode_id(
+    database_url: str, envhost_settings: Settings
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with envhost(envhost_settings()) as base, httpx.AsyncClient(base_url=base) as http:
+        url = f"/envs/{spec.id}/mcp"
+        hello = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        }
+        opened = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+            headers=MCP_ACCEPT,
+        )
+        assert opened.status_code == 200, opened.text
+        assert "x-astra-episode-id" not in opened.headers  # no episode before a tool call
+        session = {**MCP_ACCEPT, "mcp-session-id": opened.headers["mcp-session-id"]}
+        call = {"name": "get_city_id", "arguments": {"name": "Paris"}}
+        called = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+            headers={**session, "mcp-protocol-version": "2025-11-25"},
+        )
+        assert called.status_code == 200, called.text
+        (open_episode,) = (await http.get("/v1/episodes")).json()
+        assert called.headers["x-astra-episode-id"] == open_episode["id"]
+        ended = await http.delete(url, headers={**session, "mcp-protocol-version": "2025-11-25"})
+        assert ended.status_code == 200
+        assert (await http.get("/v1/episodes")).json() == []
