@@ -133,6 +133,18 @@ async def test_gold_dataset_is_played_for_real_and_verified(
     specs = mixed_specs()
     broken = wrong_answer_spec()
     updates: list[StageProgress] = []
+    told: list[tuple[str, str, str | None]] = []
+
+    def on_reject(
+        stage: str,
+        reason: str,
+        *,
+        item: str | None = None,
+        message: str | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        told.append((stage, reason, item))
+
     async with envhost_with(envhost_settings(), *specs, broken) as base:
         manifest = await gold_dataset(
             [*specs, broken],
@@ -140,10 +152,14 @@ async def test_gold_dataset_is_played_for_real_and_verified(
             out_dir=tmp_path / "gold",
             progress=updates.append,
             concurrency=3,
+            on_reject=on_reject,
         )
     assert manifest.stats.records == len(specs)
     assert manifest.rejected == {"answer_missing": 1}
-    assert updates[-1].done == updates[-1].total == len(specs) + 1
+    # done counts the kept ones: with the rejection, every environment is accounted for once
+    assert updates[-1].done == len(specs)
+    assert updates[-1].done + sum(updates[-1].rejected.values()) == updates[-1].total
+    assert told == [("gold_trajectories", "answer_missing", f"{broken.id}: {broken.task}")]
     assert manifest.stats.parallel_call_messages > 0
     assert set(manifest.stats.by_domain) == {
         "real_estate", "ecommerce", "healthcare", "travel", "finance"

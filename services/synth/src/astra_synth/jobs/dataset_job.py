@@ -64,6 +64,7 @@ async def _gold(job: RunningJob) -> None:
             progress=job.report,
             concurrency=request.concurrency,
             name=name,
+            on_reject=job.progress.record,
         )
     )
     job.progress.notes["dataset"] = manifest.model_dump(mode="json")

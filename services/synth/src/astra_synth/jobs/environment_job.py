@@ -127,7 +127,18 @@ async def _verify_and_register(
             outcomes = await context.executor.replay(spec.tools, reference_calls(spec))
             certificate = certificate_from_outcomes(spec, outcomes)
             if not certificate.passed:
-                progress.reject("verified", "certificate_failed")
+                missed = [
+                    f"{r.call.tool_name}: expected {r.call.expected_answer!r}"
+                    for r in certificate.replays
+                    if not r.answer_found
+                ]
+                errors = [error for _, error in outcomes if error]
+                progress.reject(
+                    "verified",
+                    "certificate_failed",
+                    item=f"{spec.id}: {spec.task}",
+                    message="; ".join([*errors, *missed])[:1000] or "a replay did not pass",
+                )
                 await progress.flush()
                 return
             progress.advance("verified")

@@ -46,7 +46,13 @@ from astra_synth.trajectories.mcp_client import (
     result_text,
     to_tool_spec,
 )
-from astra_synth.trajectories.models import DatasetManifest, ProgressFn, report
+from astra_synth.trajectories.models import (
+    DatasetManifest,
+    ProgressFn,
+    RejectionSink,
+    ignore_rejection,
+    report,
+)
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant that answers questions by calling the tools provided. "
@@ -308,13 +314,15 @@ async def gold_dataset(
     mode: Mode = "episode",
     concurrency: int = 4,
     name: str | None = None,
+    on_reject: RejectionSink = ignore_rejection,
 ) -> DatasetManifest:
     """Gold trajectories for ``envs`` (registered with the envhost at ``envhost_url``),
     exported as an SFT dataset into ``out_dir``.
 
     Environments whose trajectory fails are dropped and counted by reason in the manifest
-    (``rejected``) and in the ``gold_trajectories`` progress stage. Raises ``ValueError`` when
-    ``envs`` is empty or ``concurrency`` < 1.
+    (``rejected``) and in the ``gold_trajectories`` progress stage (whose ``done`` counts the
+    kept ones), and told to ``on_reject``. Raises ``ValueError`` when ``envs`` is empty or
+    ``concurrency`` < 1.
     """
     if not envs:
         raise ValueError("no environments given")
@@ -334,7 +342,11 @@ async def gold_dataset(
                     )
                 except GoldError as exc:
                     stage.rejected[exc.reason] = stage.rejected.get(exc.reason, 0) + 1
-                stage.done += 1
+                    on_reject(
+                        stage.stage, exc.reason, item=f"{spec.id}: {spec.task}", message=exc.detail
+                    )
+                else:
+                    stage.done += 1
                 report(progress, stage)
 
         await asyncio.gather(*(one(i, spec) for i, spec in enumerate(envs)))
