@@ -14,12 +14,14 @@ rollout's policy server is a dead port, trainer runs are stopped as soon as they
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 import requests
 import schemathesis
 from fuzz_support import SERVICES, TOKEN, Stack, running_stack
@@ -42,6 +44,8 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 
 REQUEST_TIMEOUT_S = 60.0
 
+FUZZ_REDIS_DB = 13
+
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 """Sent with every request, in place of any credentials schemathesis generates."""
 
@@ -50,14 +54,22 @@ pytestmark = [pytest.mark.timeout(1200), pytest.mark.slow, pytest.mark.integrati
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The four services with real dependencies, shared by the fuzz runs of this module."""
-    import asyncio
+    """The four services with real dependencies, shared by the fuzz runs of this module.
 
+    They use a Redis database of their own (queued jobs, published trajectories), emptied
+    afterwards, so no other test's worker or consumer sees what fuzzing left behind.
+    """
     data_dir = tmp_path_factory.mktemp("fuzz")
     database_url = f"sqlite+aiosqlite:///{data_dir / 'astra.db'}"
     asyncio.run(upgrade_async(database_url))
-    with running_stack(redis_url, database_url, data_dir) as running:
-        yield running
+    fuzz_redis_url = f"{redis_url.rsplit('/', 1)[0]}/{FUZZ_REDIS_DB}"
+    try:
+        with running_stack(fuzz_redis_url, database_url, data_dir) as running:
+            yield running
+    finally:
+        client = redis.Redis.from_url(fuzz_redis_url)
+        client.flushdb()
+        client.close()
 
 
 @dataclass
