@@ -27,6 +27,7 @@ from astra_trainer.app import create_app
 from astra_trainer.grpo.checkpoint import CheckpointStore
 from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.grpo.runner import CHECKPOINT_DIR, GRPORunner, stream_redis_client
+from astra_trainer.models import ModelStore
 from astra_trainer.settings import TrainerSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -64,6 +65,10 @@ def _config(run_dir: Path, redis_url: str, **overrides: Any) -> GRPOConfig:
 def _trained(config: GRPOConfig) -> list[str]:
     states = CheckpointStore(config.run_dir / CHECKPOINT_DIR).states()
     return sorted(rid for state in states for rid in state.record_ids)
+
+
+def _relative(path: Path) -> Path:
+    return Path(os.path.relpath(path))
 
 
 async def _pending(server: RedisServer, config: GRPOConfig) -> int:
@@ -114,7 +119,10 @@ async def test_a_grpo_run_rides_out_a_redis_restart(
     caplog.set_level(logging.WARNING, logger=RETRY_LOGGER)
     config = _config(tmp_path / "run", server.url, redis_give_up_s=600)
     redis = stream_redis_client(config)
-    runner = GRPORunner(config, redis, model_store())
+    # A relative model folder, as the default settings give (.astra/models).
+    model_store().ensure_default()
+    relative_store = ModelStore(_relative(MODEL_CACHE))
+    runner = GRPORunner(config, redis, relative_store)
     run = asyncio.create_task(runner.run())
     try:
         # Reading the stream once the starting policy is published.

@@ -131,7 +131,8 @@ class GRPORunner:
     def load(self) -> None:
         """Load the newest checkpoint (weights and optimizer) or the base model as version 0."""
         torch.manual_seed(self.config.seed)
-        self._base_folder = self.model_store.resolve(self.config.base_model)
+        # Absolute: the policy pointer holds it as a file URI (the model dir may be relative).
+        self._base_folder = self.model_store.resolve(self.config.base_model).resolve()
         latest = self.checkpoints.latest()
         source = self._base_folder
         if latest is not None:
