@@ -188,6 +188,10 @@ async def test_bad_requests_are_refused_with_reasons(
         hops = await start({"hops": [0, 3]})
         assert hops.status_code == 422
         assert "between 1 and 20" in hops.text
+        unsuited = await start({"hops": [3], "scenario_types": ["single_hop"]})
+        assert unsuited.status_code == 422
+        assert "no hop count in [3] suits scenario type(s) ['single_hop']" in unsuited.text
+        assert "choose among" in unsuited.text
         no_llm = await start({"source": "qa", "qa_jsonl": '{"question": "q", "answer": "a"}'})
         assert no_llm.status_code == 422
         assert "needs an LLM endpoint" in no_llm.json()["detail"]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import ScenarioType
+from astra_synth.procedural.generate import DEFAULT_HOPS, scenario_types_for
 from astra_synth.trajectories.models import DATASET_NAME_PATTERN, TOOLSET_ID_PATTERN
 from astra_synth.trajectories.settings import TrajectorySettings
 
@@ -62,6 +63,8 @@ class EnvironmentJobRequest(BaseModel):
             raise ValueError("source 'procedural' takes no qa_jsonl or knowledge")
         if any(len(text) > MAX_KNOWLEDGE_CHARS for text in self.knowledge or []):
             raise ValueError(f"each knowledge text holds at most {MAX_KNOWLEDGE_CHARS} characters")
+        if self.resolved_source() == "procedural" and self.scenario_types:
+            scenario_types_for(self.hops or DEFAULT_HOPS, self.scenario_types)
         return self
 
     def resolved_source(self) -> Source:

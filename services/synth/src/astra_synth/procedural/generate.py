@@ -50,14 +50,7 @@ def generate_environments(
     if scenario_types is not None and not scenario_types:
         raise ValueError("scenario_types is empty; leave it None for every scenario type")
     hop_values = _hop_values(hops)
-    suited = [t for t in ScenarioType if compatible_hops(t, hop_values)]
-    types = [ScenarioType(t) for t in dict.fromkeys(scenario_types or suited)]
-    unsuited = [t.value for t in types if not compatible_hops(t, hop_values)]
-    if unsuited:
-        raise ValueError(
-            f"no hop count in {hop_values} suits scenario type(s) {unsuited}; with these hops "
-            f"choose among {[t.value for t in suited]}, or give no scenario types"
-        )
+    types = scenario_types_for(hop_values, scenario_types)
     partition: Partition = "heldout" if split == "heldout_entities" else "train"
     specs: list[EnvironmentSpec] = []
     seen: set[str] = set()
@@ -69,6 +62,23 @@ def generate_environments(
         seen.add(spec.id)
         specs.append(spec)
     return specs
+
+
+def scenario_types_for(
+    hops: Sequence[int], scenario_types: Sequence[ScenarioType | str] | None
+) -> list[ScenarioType]:
+    """The scenario types a run draws from: the given ones, else every type that some of
+    ``hops`` suits. ``ValueError`` naming the types to choose from when a given type suits
+    none of the hop counts."""
+    suited = [t for t in ScenarioType if compatible_hops(t, hops)]
+    types = [ScenarioType(t) for t in dict.fromkeys(scenario_types or suited)]
+    unsuited = [t.value for t in types if not compatible_hops(t, hops)]
+    if unsuited:
+        raise ValueError(
+            f"no hop count in {list(hops)} suits scenario type(s) {unsuited}; with these hops "
+            f"choose among {[t.value for t in suited]}, or give no scenario types"
+        )
+    return types
 
 
 def _hop_values(hops: int | Sequence[int] | None) -> list[int]:
