@@ -32,5 +32,6 @@ class TrainerSettings(ServiceSettings):
 
     max_concurrent_runs: int = Field(default=2, ge=1)
     """How many training runs may run at once; more are refused with 429. A run is one
-    process of ~1.6 GB with the default model (more with bigger ones): two fit one SFT run
-    and one GRPO consumer, or a stopped run finishing its step while the next one starts."""
+    process: with the default model ~1.1-1.4 GB while it waits for data and ~3.1 GB at the
+    peak of an optimizer step (CPU; more with bigger models). Two fit one SFT run and one GRPO
+    consumer, or a stopped run finishing its step while the next one starts."""
