@@ -192,7 +192,9 @@ async def _trajectory_job(job: RunningJob) -> None:
             f"judge rejections {report.rejected}"
         )
     name = request.name or job.job.id
-    manifest = export_dataset(
+    # Off the event loop: a large export must not hold up the job's lease renewals.
+    manifest = await asyncio.to_thread(
+        export_dataset,
         kept,
         store.dataset_dir(name),
         name=name,

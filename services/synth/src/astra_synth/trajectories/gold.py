@@ -350,7 +350,8 @@ async def gold_dataset(
                 report(progress, stage)
 
         await asyncio.gather(*(one(i, spec) for i, spec in enumerate(envs)))
-    return export_dataset(
+    return await asyncio.to_thread(  # off the event loop (a job renews its lease there)
+        export_dataset,
         [kept[i] for i in sorted(kept)],
         out_dir,
         name=name,
