@@ -58,11 +58,27 @@ async def test_unfinished_runs_without_a_process_read_failed_after_a_restart(
         tmp_path / "grpo-aaaaaaaaaaaa",
         RunStatus(run_id="grpo-aaaaaaaaaaaa", kind="grpo", state="finished", step=3),
     )
+    # Just started by another service on the same folder: no pid written yet, but alive.
+    starting = tmp_path / "grpo-cccccccccccc"
+    write_status(starting, RunStatus(run_id=starting.name, kind="grpo", state="pending"))
+    alive = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; sys.stdin.read()",
+        str(starting.resolve() / "request.json"),
+        stdin=asyncio.subprocess.PIPE,
+    )
     settings = TrainerSettings(redis_url=redis_url, checkpoint_dir=tmp_path, model_dir=MODEL_CACHE)
-    client, runs = _client(settings)
-    async with client:
-        listed = {r["run_id"]: r for r in (await client.get("/v1/runs")).json()}
-    runs.close()
+    try:
+        client, runs = _client(settings)
+        async with client:
+            listed = {r["run_id"]: r for r in (await client.get("/v1/runs")).json()}
+        runs.close()
+    finally:
+        assert alive.stdin is not None
+        alive.stdin.close()
+        await asyncio.wait_for(alive.wait(), timeout=60)
+    assert listed["grpo-cccccccccccc"]["state"] == "pending"
     assert listed["grpo-aaaaaaaaaaaa"]["state"] == "finished"
     for run_id in ("grpo-0123456789ab", "sft-0123456789ab", "grpo-ba9876543210"):
         assert listed[run_id]["state"] == "failed", listed[run_id]

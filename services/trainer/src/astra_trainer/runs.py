@@ -69,13 +69,25 @@ def exit_reason(returncode: int) -> str:
     return f"the run's process exited with code {returncode} without a result; see {LOG_FILE}"
 
 
-def _run_process_alive(pid: int, run_dir: Path) -> bool:
-    """Whether ``pid`` is a live process of this run (not a reused pid, not a zombie)."""
+def _is_run_process(pid: int, run_dir: Path) -> bool:
+    """Whether ``pid`` is a live process started for ``run_dir`` (a zombie has no cmdline)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
+    except OSError:
         return False
-    except OSError:  # no /proc: fall back to asking the kernel whether the pid exists
+    return str(run_dir / REQUEST_FILE).encode() in cmdline
+
+
+def _run_process_alive(pid: int | None, run_dir: Path) -> bool:
+    """Whether a process of this run is alive; a reused pid or a zombie does not count.
+
+    Without a pid (the run's process had not written its status yet), any live process of
+    the run counts: one that another service started on the same folder moments ago.
+    """
+    processes = Path("/proc")
+    if not processes.is_dir():  # no /proc: all one can ask is whether the pid exists
+        if pid is None:
+            return False
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -83,7 +95,13 @@ def _run_process_alive(pid: int, run_dir: Path) -> bool:
         except PermissionError:
             return True
         return True
-    return str(run_dir / REQUEST_FILE).encode() in cmdline
+    if pid is not None:
+        return _is_run_process(pid, run_dir)
+    return any(
+        _is_run_process(int(entry.name), run_dir)
+        for entry in processes.iterdir()
+        if entry.name.isdigit()
+    )
 
 
 class RunManager:
@@ -157,7 +175,7 @@ class RunManager:
             if process.returncode is not None:  # exited; its watcher is settling the status
                 self._settle(run_id, process.returncode, status)
             return status
-        if status.pid is None or not _run_process_alive(status.pid, run_dir):
+        if not _run_process_alive(status.pid, run_dir):
             status.state = "failed"
             status.error = (
                 f"the run's process{f' (pid {status.pid})' if status.pid else ''} is gone: it "
