@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 
+from astra_common.db.migrate import upgrade_async
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
+from astra_proto import EnvironmentSpec
 from astra_rollout.app import create_app as create_rollout
 from astra_rollout.settings import RolloutSettings
 from astra_synth.app import create_app as create_synth
@@ -227,6 +231,42 @@ async def test_database_outage_is_503(redis_url: str, tmp_path: Path) -> None:
     for response in (job, environments, episode):
         assert response.status_code == 503, response.text
         assert "the database is unavailable" in response.json()["detail"]
+
+
+@pytest.fixture
+async def postgres_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database for one test (dropped afterwards)."""
+    name = f"astra_bad_input_{uuid.uuid4().hex[:12]}"
+    async with await psycopg.AsyncConnection.connect(postgres_admin_url, autocommit=True) as conn:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    base = postgres_admin_url.rpartition("/")[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        await upgrade_async(f"{base}/{name}")
+        yield f"{base}/{name}"
+    finally:
+        async with await psycopg.AsyncConnection.connect(
+            postgres_admin_url, autocommit=True
+        ) as conn:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+async def test_a_value_postgresql_refuses_is_422(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL stores no NUL character in text or JSON: the request is at fault."""
+    spec = EnvironmentSpec(task="a task \x00 with a NUL", domain="d")
+    async with serve(apps(redis_url, postgres_url, tmp_path)["synth"]()) as client:
+        answers = [
+            await client.get("/v1/environments?source=%00"),
+            await client.get("/v1/jobs/job%00x"),
+            await client.post("/v1/environments", json=spec.model_dump(mode="json")),
+        ]
+        clean = await client.get("/v1/environments?source=procedural")
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert "NUL" in answer.json()["detail"] or "Unicode" in answer.json()["detail"]
+    assert clean.status_code == 200
 
 
 @pytest.mark.parametrize("service", ["synth", "envhost", "rollout", "trainer"])

@@ -15,11 +15,15 @@ rollout's policy server is a dead port, trainer runs are stopped as soon as they
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 import requests
@@ -44,25 +48,21 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 
 REQUEST_TIMEOUT_S = 60.0
 
-FUZZ_REDIS_DB = 13
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 """Sent with every request, in place of any credentials schemathesis generates."""
 
 pytestmark = [pytest.mark.timeout(1200), pytest.mark.slow, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module")
-def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The four services with real dependencies, shared by the fuzz runs of this module.
+@contextmanager
+def stack_on(database_url: str, redis_url: str, redis_db: int, data_dir: Path) -> Iterator[Stack]:
+    """The four services with real dependencies on ``database_url`` (migrated here).
 
     They use a Redis database of their own (queued jobs, published trajectories), emptied
     afterwards, so no other test's worker or consumer sees what fuzzing left behind.
     """
-    data_dir = tmp_path_factory.mktemp("fuzz")
-    database_url = f"sqlite+aiosqlite:///{data_dir / 'astra.db'}"
     asyncio.run(upgrade_async(database_url))
-    fuzz_redis_url = f"{redis_url.rsplit('/', 1)[0]}/{FUZZ_REDIS_DB}"
+    fuzz_redis_url = f"{redis_url.rsplit('/', 1)[0]}/{redis_db}"
     try:
         with running_stack(fuzz_redis_url, database_url, data_dir) as running:
             yield running
@@ -70,6 +70,32 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         client = redis.Redis.from_url(fuzz_redis_url)
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(scope="module")
+def sqlite_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack on a SQLite file (as ``astra up`` runs it)."""
+    data_dir = tmp_path_factory.mktemp("fuzz-sqlite")
+    database_url = f"sqlite+aiosqlite:///{data_dir / 'astra.db'}"
+    with stack_on(database_url, redis_url, 13, data_dir) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def postgresql_stack(
+    redis_url: str, postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The stack on a fresh PostgreSQL database (as compose runs it), dropped afterwards."""
+    name = f"astra_fuzz_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = postgres_admin_url.rpartition("/")[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        with stack_on(f"{base}/{name}", redis_url, 12, tmp_path_factory.mktemp("fuzz-pg")) as stack:
+            yield stack
+    finally:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -154,8 +180,21 @@ def fuzz_operation(
         report.add(label, f"fuzzing stopped: {type(exc).__name__}: {exc}")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_fuzzed_requests_get_no_server_errors(service: str, stack: Stack) -> None:
+# Rollout and the trainer keep no database: they are fuzzed once.
+RUNS = [
+    *(pytest.param(service, "sqlite", id=f"{service}-sqlite") for service in SERVICES),
+    *(
+        pytest.param(service, "postgresql", id=f"{service}-postgresql", marks=pytest.mark.postgres)
+        for service in ("synth", "envhost")
+    ),
+]
+
+
+@pytest.mark.parametrize(("service", "database"), RUNS)
+def test_fuzzed_requests_get_no_server_errors(
+    service: str, database: str, request: pytest.FixtureRequest
+) -> None:
+    stack: Stack = request.getfixturevalue(f"{database}_stack")
     base_url = stack.urls[service]
     session = requests.Session()
     session.headers.update(AUTH)
@@ -178,7 +217,8 @@ def test_fuzzed_requests_get_no_server_errors(service: str, stack: Stack) -> Non
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz_operation(operation, mode, base_url, session, report)
-    print(f"{service}: {sum(report.calls.values())} requests, statuses {dict(report.statuses)}")
+    sent = sum(report.calls.values())
+    print(f"{service} on {database}: {sent} requests, statuses {dict(report.statuses)}")
     unexercised = [label for label, count in report.calls.items() if count == 0]
     assert not report.problems, "\n".join(report.problems)
     assert len(report.calls) == 2 * declared

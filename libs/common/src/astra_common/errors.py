@@ -7,7 +7,8 @@
   ``MAX_DETAIL_CHARS`` is cut. The OpenAPI document declares what is sent: a 422 ``detail`` is
   either the list or one string (routes that reject a value after validation say why in words).
 - A database or Redis outage (``astra_common.retry.is_transient``) is 503 with a message naming
-  the dependency, not a 500.
+  the dependency, not a 500. A value the database refuses (PostgreSQL takes no NUL character in
+  text or JSON; integers have a range) is 422.
 - A request body over the service's ``max_request_body_bytes`` is 413
   (``astra_common.body_limit`` counts the bytes while they arrive).
 """
@@ -167,6 +168,17 @@ async def dependency_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def unstorable_value(request: Request, exc: Exception) -> Response:
+    """422 for a value the database refuses (a NUL character, a number out of its range)."""
+    assert isinstance(exc, sqlalchemy.exc.DataError)
+    reason = _cut(str(exc.orig or exc).strip().splitlines()[0], MAX_ERROR_FIELD_CHARS)
+    logger.warning(
+        "%s %s: the database refused a value: %s", request.method, request.url.path, reason
+    )
+    detail = f"the database cannot take a value of this request: {reason}"
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -185,6 +197,7 @@ def install_error_handlers(
     are or wrap a transient fault (a service adds its client libraries' wrappers)."""
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(sqlalchemy.exc.DataError, unstorable_value)
     for error_type in outage_errors:
         app.add_exception_handler(error_type, dependency_unavailable)
 
