@@ -29,7 +29,7 @@ pytestmark = [
 
 Settings = Callable[..., EnvhostSettings]
 
-FAST_LEASES: dict[str, Any] = {"job_lease_s": 4, "job_heartbeat_s": 1, "job_db_retry_s": 3}
+FAST_LEASES: dict[str, Any] = {"job_lease_s": 6, "job_heartbeat_s": 1, "job_db_retry_s": 3}
 """Leases short enough for a test to see one run out."""
 
 
