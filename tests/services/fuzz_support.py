@@ -4,7 +4,8 @@ Each app runs under uvicorn in a thread of its own (the fuzzer's HTTP client is 
 with real dependencies: one SQLite file shared by synth and envhost (as in ``astra up``), the
 test run's Redis server, bubblewrap sandboxes for tool code, and a bearer token on every
 service so that write endpoints are reached. Work that valid fuzzed requests start fails fast:
-no LLM endpoint is configured, and rollout's policy server is a port where nothing listens.
+no LLM endpoint is configured, rollout's policy server is a port where nothing listens, and
+the trainer runs one training process at a time (more are refused with 429).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def running_stack(redis_url: str, database_url: str, data_dir: Path) -> Iterator
                 model_dir=data_dir / "models",
                 checkpoint_dir=data_dir / "checkpoints",
                 policy_base_url=DEAD_URL,
+                max_concurrent_runs=1,  # at most one run process at a time (the fuzz stops it)
                 port=ports["trainer"],
             )
         ),
