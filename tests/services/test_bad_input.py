@@ -120,6 +120,7 @@ async def test_a_streamed_body_without_length_is_counted(
     assert "content-length" not in response.request.headers
     assert response.status_code == 413, response.content[:300]
     assert len(response.content) <= SMALL_ANSWER_BYTES
+    assert sent < BIG_BODY_BYTES // 2  # refused once the cap was passed, not at the end
 
 
 async def test_validation_errors_are_a_list_and_never_copy_a_large_input(
