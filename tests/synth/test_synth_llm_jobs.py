@@ -125,6 +125,19 @@ async def test_qa_job_registers_what_passes_and_reports_malformed_lines(
         assert "3 of 3 rejections" in out
         assert "unparseable_decomposition" in out
 
+        # `astra synth run` ends with the same account of what it rejected and why.
+        qa_file = tmp_path / "rainy.jsonl"
+        qa_file.write_text(json.dumps({"question": "Is Fredville rainy?", "answer": "yes"}))
+        code, out, err = await astra(
+            "synth", "run", "--source", "qa", "--qa", str(qa_file), "--synth-url", synth_url
+        )
+        assert code == 0, err
+        assert "0 environments registered" in out
+        assert "1 rejected:" in out
+        assert "1 x unparseable_decomposition (at decomposed)" in out
+        assert "item 0: Is Fredville rainy?" in out
+        assert chatty in out
+
         listed = (await http.get("/v1/environments", params={"job_id": job_id})).json()
         assert listed["total"] == 1
         spec = EnvironmentSpec.model_validate(
