@@ -32,6 +32,8 @@ from astra_proto import (
     FinishReason,
     FunctionCall,
     JobKind,
+    JobRejection,
+    JobRejectionPage,
     JobState,
     Message,
     PolicyPointer,
@@ -234,6 +236,17 @@ def synthesis_job() -> SynthesisJob:
     )
 
 
+def job_rejection() -> JobRejection:
+    return JobRejection(
+        stage="decomposed",
+        reason="unparseable_decomposition",
+        item="item 0: Is it raining?",
+        message="the reply is not JSON",
+        excerpt="Sure! Here is",
+        at=T0,
+    )
+
+
 EXAMPLES: dict[str, BaseModel] = {
     "BuiltinBackend": BuiltinBackend(name="bfcl", config={"category": "multi_turn_base"}),
     "EnvironmentSpec": environment(),
@@ -254,6 +267,8 @@ EXAMPLES: dict[str, BaseModel] = {
         distractors=[DistractorRef(env_id="env_" + "a" * 32, tool_name="get_weather")],
     ),
     "FunctionCall": tool_call().function,
+    "JobRejection": job_rejection(),
+    "JobRejectionPage": JobRejectionPage(job_id="job-1", total=1, items=[job_rejection()]),
     "Message": conversation()[2],
     "PolicyPointer": PolicyPointer(
         version=4, checkpoint_uri="file:///ckpt/4", base_model="m", served_model="m", updated_at=T0
