@@ -11,9 +11,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 
 from astra_common.db.migrate import upgrade_async
+from astra_common.service import create_service_app
+from astra_common.settings import ServiceSettings
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import EnvironmentSpec
@@ -232,6 +234,35 @@ async def test_database_outage_is_503(redis_url: str, tmp_path: Path) -> None:
     for response in (job, environments, episode):
         assert response.status_code == 503, response.text
         assert "the database is unavailable" in response.json()["detail"]
+
+
+async def test_route_errors_are_cut_to_size() -> None:
+    router = APIRouter()
+    long_words = "z" * 100_000
+
+    @router.get("/long")
+    async def long() -> None:
+        raise HTTPException(422, detail=long_words)
+
+    @router.get("/names")
+    async def names() -> None:
+        raise HTTPException(409, detail=["a", "b"])
+
+    @router.get("/errors")
+    async def errors() -> None:
+        raise HTTPException(422, detail=[{"type": "x", "loc": ["body"], "msg": long_words}])
+
+    app = create_service_app(service="t", version="0", settings=ServiceSettings(), routers=[router])
+    async with serve(app) as client:
+        long_answer = await client.get("/v1/long")
+        names_answer = await client.get("/v1/names")
+        errors_answer = await client.get("/v1/errors")
+    assert long_answer.status_code == 422
+    assert len(long_answer.content) <= SMALL_ANSWER_BYTES + 100
+    assert names_answer.status_code == 409
+    assert names_answer.json() == {"detail": ["a", "b"]}
+    (error,) = _assert_small_validation_error(errors_answer)
+    assert error["type"] == "x"
 
 
 @pytest.fixture

@@ -39,8 +39,11 @@ MAX_DETAIL_CHARS = 2_000
 MAX_ECHOED_INPUT_CHARS = 200
 """Largest offending input (as JSON) a validation error repeats; larger ones are left out."""
 
+MAX_ERROR_MESSAGE_CHARS = 500
+"""Longest message of one validation error."""
+
 MAX_ERROR_FIELD_CHARS = 200
-"""Longest message, location part or context value of one validation error."""
+"""Longest location part or context value of one validation error."""
 
 MAX_VALIDATION_ERRORS = 50
 """Validation errors listed at most; the rest are counted in one last entry."""
@@ -86,7 +89,7 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
             "type": _cut(str(error.get("type", "value_error")), MAX_ERROR_FIELD_CHARS),
             "loc": loc,
-            "msg": _cut(str(error.get("msg", "invalid")), MAX_DETAIL_CHARS),
+            "msg": _cut(str(error.get("msg", "invalid")), MAX_ERROR_MESSAGE_CHARS),
         }
         if "input" in error:
             echoed = _small_json(error["input"], MAX_ECHOED_INPUT_CHARS)
@@ -125,8 +128,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     detail: Any = exc.detail
     if isinstance(detail, str):
         detail = _cut(detail, MAX_DETAIL_CHARS)
-    elif isinstance(detail, list):
-        detail = validation_errors(detail)
+    elif isinstance(detail, list) and all(isinstance(error, dict) for error in detail):
+        detail = validation_errors(detail)  # pydantic's errors, re-raised by a route
     else:
         encoded = _small_json(detail, MAX_DETAIL_CHARS)
         detail = encoded if encoded is not None else _cut(str(detail), MAX_DETAIL_CHARS)
