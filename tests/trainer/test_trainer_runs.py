@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -145,3 +146,20 @@ async def test_runs_beyond_the_limit_are_refused_and_a_killed_run_reads_failed(
     restarted_runs.close()
     assert again["state"] == "failed"
     assert "SIGKILL" in again["error"]
+
+
+def test_a_watcher_outlives_a_removed_run_folder_or_a_damaged_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = RunManager(tmp_path, MODEL_CACHE)
+    damaged = tmp_path / "grpo-0123456789ab"
+    damaged.mkdir()
+    (damaged / "status.json").write_text("{")
+    for run_id in ("grpo-0123456789ab", "grpo-ba9876543210"):  # the second has no folder
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        runs._watch(run_id, process)  # logs, never raises (its thread would die silently)
+        assert process.returncode == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("could not be settled" in m for m in messages)
+    assert any("after its folder was removed" in m for m in messages)
+    assert not (tmp_path / "grpo-ba9876543210").exists()

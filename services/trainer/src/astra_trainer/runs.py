@@ -237,10 +237,24 @@ class RunManager:
         """Reap the run's process as soon as it exits and give the run its final state."""
         returncode = process.wait()
         run_dir = self.root.resolve() / run_id
-        status = read_status(run_dir) or RunStatus(
-            run_id=run_id, kind="sft" if run_id.startswith("sft-") else "grpo", state="pending"
-        )
-        self._settle(run_id, returncode, status)
+        if not run_dir.is_dir():
+            logger.warning(
+                "run %s exited (code %d) after its folder was removed", run_id, returncode
+            )
+            return
+        try:
+            status = read_status(run_dir) or RunStatus(
+                run_id=run_id, kind="sft" if run_id.startswith("sft-") else "grpo", state="pending"
+            )
+            self._settle(run_id, returncode, status)
+        except (OSError, ValueError) as exc:  # e.g. a status file someone else damaged
+            logger.error(
+                "run %s exited (code %d); its status could not be settled: %s",
+                run_id,
+                returncode,
+                exc,
+            )
+            return
         if status.state == "failed":
             logger.error(
                 "run %s failed: %s\n--- last lines of %s ---\n%s",
