@@ -59,6 +59,9 @@ async def test_unfinished_runs_without_a_process_read_failed_after_a_restart(
         tmp_path / "grpo-aaaaaaaaaaaa",
         RunStatus(run_id="grpo-aaaaaaaaaaaa", kind="grpo", state="finished", step=3),
     )
+    damaged = tmp_path / "sft-aaaaaaaaaaaa"
+    damaged.mkdir()
+    (damaged / "status.json").write_text('{"run_id": "sft-aaaaaaaaaaaa", "state": "runn')
     # Just started by another service on the same folder: no pid written yet, but alive.
     starting = tmp_path / "grpo-cccccccccccc"
     write_status(starting, RunStatus(run_id=starting.name, kind="grpo", state="pending"))
@@ -80,6 +83,8 @@ async def test_unfinished_runs_without_a_process_read_failed_after_a_restart(
         alive.stdin.close()
         await asyncio.wait_for(alive.wait(), timeout=60)
     assert listed["grpo-cccccccccccc"]["state"] == "pending"
+    assert listed["sft-aaaaaaaaaaaa"]["state"] == "failed"
+    assert "unreadable status.json: Invalid JSON" in listed["sft-aaaaaaaaaaaa"]["error"]
     assert listed["grpo-aaaaaaaaaaaa"]["state"] == "finished"
     for run_id in ("grpo-0123456789ab", "sft-0123456789ab", "grpo-ba9876543210"):
         assert listed[run_id]["state"] == "failed", listed[run_id]

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from astra_common.processes import spawn, tail
 from astra_trainer.run_files import RunStatus, read_status, write_json_atomic, write_status
@@ -164,8 +164,18 @@ class RunManager:
         if not _RUN_ID.match(run_id) or not (self.root / run_id).is_dir():
             raise RunNotFoundError(run_id)
         run_dir = self.root.resolve() / run_id
-        status = read_status(run_dir)
         kind: Literal["sft", "grpo"] = "sft" if run_id.startswith("sft-") else "grpo"
+        try:
+            status = read_status(run_dir)
+        except ValueError as exc:  # damaged by hand or a full disk: say so, do not 500
+            reason = (
+                "; ".join(e["msg"] for e in exc.errors()[:3])
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            return RunStatus(
+                run_id=run_id, kind=kind, state="failed", error=f"unreadable status.json: {reason}"
+            )
         if status is None:
             status = RunStatus(run_id=run_id, kind=kind, state="pending")
         if status.state not in _UNFINISHED:
