@@ -316,3 +316,5 @@ async def test_openapi_declares_the_error_bodies_sent(
             assert {"413", "503"} <= set(operation["responses"])
     metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
+    unhealthy = document["paths"]["/healthz"]["get"]["responses"]["503"]["content"]
+    assert unhealthy["application/json"]["schema"] == {"type": "object"}  # not ErrorBody

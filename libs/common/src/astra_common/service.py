@@ -196,7 +196,17 @@ def create_service_app(
     app.add_middleware(_MetricsMiddleware, service=service, metrics=metrics)  # outermost
     checks = dict(health_checks or {})
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness and readiness of the service")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Liveness and readiness of the service",
+        responses={
+            503: {
+                "description": "A dependency check failed; the same body names it",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     async def healthz(response: Response) -> dict[str, Any]:
         results: dict[str, str] = {}
         for name, check in checks.items():
