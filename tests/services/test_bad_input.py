@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from envhost_support import register, weather_spec
 from fastapi import APIRouter, FastAPI, HTTPException
 
 from astra_common.db.migrate import upgrade_async
@@ -214,6 +217,16 @@ async def test_a_batch_naming_an_impossible_environment_id_is_422(
     _assert_small_validation_error(too_far)
 
 
+async def test_a_batch_seed_stays_a_database_integer(
+    redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """Episode i of a group is stored with seed + i."""
+    async with serve(apps(redis_url, database_url, tmp_path)["rollout"]()) as client:
+        response = await client.post("/v1/batches", json={"env_ids": ["env_a"], "seed": DB_INT_MAX})
+    detail = _assert_small_validation_error(response)
+    assert detail[0]["loc"] == ["body", "seed"]
+
+
 async def test_redis_outage_is_503(database_url: str, tmp_path: Path) -> None:
     built = apps(DEAD_REDIS, database_url, tmp_path)
     async with serve(built["synth"]()) as synth, serve(built["trainer"]()) as trainer:
@@ -299,6 +312,35 @@ async def test_a_value_postgresql_refuses_is_422(
         assert answer.status_code == 422, answer.text
         assert "NUL" in answer.json()["detail"] or "Unicode" in answer.json()["detail"]
     assert clean.status_code == 200
+
+
+@pytest.mark.postgres
+async def test_an_episode_seed_beyond_the_database_is_422(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The seed is stored with the episode: one past PostgreSQL's integer is refused at once,
+    not lost later by the write-behind journal."""
+    await register(postgres_url, weather_spec())
+    async with serve(apps(redis_url, postgres_url, tmp_path)["envhost"]()) as client:
+        too_big = await client.post(
+            "/v1/episodes", json={"env_id": weather_spec().id, "seed": DB_INT_MAX + 1}
+        )
+        largest = await client.post(
+            "/v1/episodes", json={"env_id": weather_spec().id, "seed": DB_INT_MAX}
+        )
+    detail = _assert_small_validation_error(too_big)
+    assert detail[0]["loc"] == ["body", "seed"]
+    assert largest.status_code == 201, largest.text
+    episode_id = largest.json()["id"]
+    deadline = time.monotonic() + 60  # the journal writes the episode behind the request
+    async with await psycopg.AsyncConnection.connect(postgres_url.replace("+psycopg", "")) as conn:
+        while True:
+            query = await conn.execute("SELECT seed FROM episodes WHERE id = %s", [episode_id])
+            row = await query.fetchone()
+            if row is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert row == (DB_INT_MAX,)
 
 
 @pytest.mark.parametrize("service", ["synth", "envhost", "rollout", "trainer"])

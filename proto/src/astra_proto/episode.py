@@ -64,7 +64,7 @@ class EpisodeRequest(ContractModel):
     """Create an episode of ``env_id``: a fresh, isolated state."""
 
     env_id: str
-    seed: int = 0
+    seed: int = Field(default=0, ge=-(2**31), le=2**31 - 1, description="A database integer.")
     distractors: list[DistractorRef] = Field(default_factory=list, max_length=64)
 
 

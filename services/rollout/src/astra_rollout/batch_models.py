@@ -11,6 +11,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from astra_common.query_bounds import DB_INT_MAX
 from astra_proto import JobState
 from astra_proto.environment import EnvironmentId
 from astra_rollout.agent import EpisodeLimits
@@ -54,7 +55,10 @@ class BatchRequest(_Strict):
     limits: EpisodeLimits | None = Field(default=None, description="Default: settings.")
     distractors: DistractorOptions = Field(default_factory=DistractorOptions)
     system_prompt: str | None = Field(default=None, max_length=100_000)
-    seed: int = Field(default=0, ge=0, description="Episode i of a group gets seed + i.")
+    # seed + i is stored with each episode: it stays a database integer for any group size.
+    seed: int = Field(
+        default=0, ge=0, le=DB_INT_MAX - 1024, description="Episode i of a group gets seed + i."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
