@@ -1,7 +1,8 @@
 """Schema-driven fuzzing of every service's OpenAPI document (schemathesis + hypothesis).
 
 What is fuzzed how: the four services run wired together over real HTTP (``fuzz_support``)
-with real Redis, a real SQLite database, bubblewrap sandboxes and bearer tokens. For every
+with real Redis, a real database (a SQLite file; synth and envhost, which keep one, also on
+PostgreSQL), bubblewrap sandboxes and bearer tokens. For every
 operation each service's ``/v1/openapi.json`` lists, schemathesis generates requests that fit
 the schema (positive) and requests that break it (negative); each is sent with the token, and
 every response must be below 500, at most ``MAX_RESPONSE_BYTES`` long, and conform to the
@@ -9,7 +10,9 @@ declared schema (status body, content type). Examples per operation are few and 
 derandomized (same requests each time), so it stays within minutes on two cores; no operation
 is skipped, and one that yields no request fails the test. Valid requests that would start
 heavy work start it where it fails fast: synthesis jobs queue on Redis with no worker running,
-rollout's policy server is a dead port, trainer runs are stopped as soon as they are reported.
+rollout's policy server is a dead port, the trainer runs one training process at a time and
+each run is stopped as soon as it is reported. A negative run may find nothing to break in an
+operation (no inputs, or only free-form strings): that is the one case of no requests allowed.
 """
 
 from __future__ import annotations
