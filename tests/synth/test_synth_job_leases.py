@@ -85,6 +85,11 @@ def set_reachable(admin_url: str, name: str, *, reachable: bool) -> None:
             )
 
 
+def worker_logs(tmp_path: Path) -> str:
+    """Everything the test's workers logged so far (``Workers.logs`` keeps only the tails)."""
+    return "\n".join(p.read_text() for p in sorted((tmp_path / "worker-logs").glob("*.log")))
+
+
 async def poll_until_ended(http: httpx.AsyncClient, job_id: str, timeout_s: float) -> Any:
     """The job once it is terminal; answers that are not 200 (the API's database may still
     be coming back) are polled through."""
@@ -123,7 +128,7 @@ async def test_a_job_ends_after_its_database_went_away_mid_job(
             # The worker retries its writes, gives up, and cannot store how the job ended.
             async with asyncio.timeout(120):
                 while True:
-                    if "could not be stored" in s.workers.logs():
+                    if "could not be stored" in worker_logs(tmp_path):
                         break
                     await asyncio.sleep(0.3)
         finally:
@@ -136,3 +141,32 @@ async def test_a_job_ends_after_its_database_went_away_mid_job(
         listed = (await s.http.get("/v1/environments", params={"job_id": job_id})).json()
         assert listed["total"] == count  # every environment once, none lost, none twice
         assert job["result"]["registered"] == count
+
+
+async def test_a_job_delivered_while_its_database_is_away_runs_once_it_is_back(
+    outage_database: tuple[str, str],
+    postgres_admin_url: str,
+    redis_url: str,
+    envhost_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    url, name = outage_database
+    settings = FAST_LEASES | {"job_db_retry_s": 120}
+    async with synth_stack(url, redis_url, tmp_path, envhost_settings, **settings) as s:
+        job_id = (await s.http.post("/v1/jobs/environments", json={"count": 3})).json()["id"]
+        set_reachable(postgres_admin_url, name, reachable=False)
+        try:
+            s.workers.start()  # takes the queued job while the database is away
+            async with asyncio.timeout(120):
+                while True:
+                    logs = worker_logs(tmp_path)
+                    # The worker has tried to read the job and failed: it retries (or, without
+                    # the retry, Celery reports the task raised, and the job never runs).
+                    if f"read job {job_id} failed" in logs or "raised unexpected" in logs:
+                        break
+                    await asyncio.sleep(0.3)
+        finally:
+            set_reachable(postgres_admin_url, name, reachable=True)
+        job = await poll_until_ended(s.http, job_id, timeout_s=90)
+        assert job["state"] == "succeeded", (job, s.workers.logs())
+        assert job["result"]["registered"] == 3

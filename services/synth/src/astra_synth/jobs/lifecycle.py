@@ -82,8 +82,13 @@ async def _run(
     *,
     yield_stats: bool,
 ) -> JobState:
-    async with database.transaction() as repos:
-        job = await repos.jobs.get(job_id)
+    async def read() -> SynthesisJob:
+        async with database.transaction() as repos:
+            return await repos.jobs.get(job_id)
+
+    job = await retry_transient(
+        read, what=f"read job {job_id}", give_up_after_s=settings.job_db_retry_s
+    )
     if job.state.terminal:
         return job.state
     names = stages(job) if callable(stages) else stages
