@@ -14,6 +14,7 @@ from astra_common.db import Database
 from astra_common.health import database_check, redis_check
 from astra_common.service import bearer_auth, closing_lifespan, create_service_app
 from astra_synth import __version__
+from astra_synth.archive import with_trajectory_archiver
 from astra_synth.console import mount_console
 from astra_synth.datasets import datasets_router
 from astra_synth.emulate_api import emulate_router
@@ -62,10 +63,14 @@ def create_app(settings: SynthSettings) -> FastAPI:
             emulate_router(chat_models, bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine), "broker": redis_check(broker)},
-        lifespan=with_lease_keeper(
-            closing_lifespan(database.dispose, broker.aclose, chat_models.aclose),
+        lifespan=with_trajectory_archiver(
+            with_lease_keeper(
+                closing_lifespan(database.dispose, broker.aclose, chat_models.aclose),
+                database,
+                celery_app,
+                settings,
+            ),
             database,
-            celery_app,
             settings,
         ),
         outage_errors=(BrokerError,),  # Celery's error around a lost Redis connection

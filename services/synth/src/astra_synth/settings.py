@@ -81,6 +81,20 @@ class SynthSettings(ServiceSettings):
     """How long a worker retries a job's progress and final writes while the database is
     unreachable, before it gives up (the lease then settles the job)."""
 
+    archive_enabled: bool = True
+    """Run the trajectory archiver beside the API: a consumer of the ``archive`` group on
+    ``astra:trajectories`` that stores every trajectory in the database (the console's
+    Trajectories page reads it). Every API replica runs one; they share the group's work."""
+
+    archive_retention_days: float = Field(default=30.0, gt=0)
+    """Archived trajectories older than this (counted from when they were archived) are
+    deleted, so the table does not grow without limit. The archiver prunes at start and then
+    every ten minutes."""
+
+    archive_reclaim_idle_s: float = Field(default=60.0, gt=0)
+    """An entry delivered to an archiver that has not acknowledged it for this long (the
+    archiver died between reading and storing) is taken over by another (``XAUTOCLAIM``)."""
+
     data_dir: str = ".astra/synth"
     """Where LLM response caches, toolsets and datasets are kept."""
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from astra_common.db.models import TrajectoryRow
@@ -43,6 +44,13 @@ class TrajectoryArchive:
                 "created_at": utc_now(),
             },
         )
+
+    async def prune(self, archived_before: datetime) -> int:
+        """Delete every trajectory archived before ``archived_before``; how many were deleted."""
+        result = await self.session.execute(
+            delete(TrajectoryRow).where(TrajectoryRow.created_at < archived_before)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def get(self, trajectory_id: str) -> Trajectory:
         """The trajectory; ``NotFoundError`` when none has that id."""

@@ -1,0 +1,229 @@
+"""The trajectory archiver on a real Redis stream and a real database (SQLite and PostgreSQL):
+trajectories published with the real publisher are stored once, also when an archiver dies
+between storing and acknowledging, and expired ones are pruned."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import func, select, update
+from synth_support import private_redis
+
+from astra_common.db import Database
+from astra_common.db.migrate import upgrade_async
+from astra_common.db.models import TrajectoryRow
+from astra_common.streams import StreamPublisher
+from astra_proto import (
+    TRAJECTORY_STREAM,
+    FinishReason,
+    Message,
+    RewardBreakdown,
+    StreamEnvelope,
+    Timings,
+    ToolSpec,
+    Trajectory,
+)
+from astra_synth.archive import ARCHIVE_GROUP, TrajectoryArchiver
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+WAIT_S = 60.0
+
+
+def make_trajectory(number: int) -> Trajectory:
+    """A finished trajectory as rollout publishes it."""
+    return Trajectory(
+        id=f"traj-{number}",
+        env_id="env_capitals",
+        episode_id=f"ep-{number}",
+        group_id="group-1",
+        policy_version=number % 2,
+        messages=[
+            Message(role="user", content="What is the capital of France?"),
+            Message(role="assistant", content="Paris"),
+        ],
+        tools=[ToolSpec(name="lookup_0", description="Look up one fact.")],
+        reward=RewardBreakdown.compute(1, ["q0"], 1),
+        finish_reason=FinishReason.FINAL_ANSWER,
+        turns=1,
+        timings=Timings(started_at=T0, finished_at=T0 + timedelta(seconds=2)),
+    )
+
+
+def envelope(trajectory: Trajectory) -> StreamEnvelope[Trajectory]:
+    """The envelope rollout writes: the record id is the trajectory id."""
+    return StreamEnvelope[Trajectory](
+        record_id=trajectory.id, producer="rollout@test", payload=trajectory
+    )
+
+
+async def publish(redis: aioredis.Redis, trajectories: list[Trajectory]) -> None:
+    """Publish through the real publisher, as rollout does."""
+    async with StreamPublisher(redis, TRAJECTORY_STREAM) as publisher:
+        results = await publisher.publish_many(envelope(t) for t in trajectories)
+    assert not any(result.duplicate for result in results)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database: a new SQLite file, or the run's PostgreSQL database wiped clean."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+            await connection.execute("DROP SCHEMA public CASCADE")
+            await connection.execute("CREATE SCHEMA public")
+    await upgrade_async(url)
+    async with Database(url) as db:
+        yield db
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of a Redis database of this test's own, emptied first."""
+    client = aioredis.Redis.from_url(private_redis(redis_url), socket_timeout=30)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def archiver(
+    redis: aioredis.Redis, database: Database, name: str, *, reclaim_idle_s: float = 60.0
+) -> TrajectoryArchiver:
+    return TrajectoryArchiver(
+        redis,
+        database,
+        consumer_name=name,
+        retention=timedelta(days=30),
+        reclaim_idle=timedelta(seconds=reclaim_idle_s),
+        batch_size=4,
+        block_ms=100,
+        give_up_after_s=30,
+    )
+
+
+async def archived_rows(database: Database) -> list[tuple[str, str | None]]:
+    """(trajectory id, stream entry id) of every archived row, by id."""
+    async with database.transaction() as repos:
+        rows = await repos.session.execute(
+            select(TrajectoryRow.id, TrajectoryRow.stream_entry_id).order_by(TrajectoryRow.id)
+        )
+        return [(row.id, row.stream_entry_id) for row in rows]
+
+
+async def wait_for_rows(database: Database, count: int, task: asyncio.Task[None]) -> None:
+    """Poll until ``count`` trajectories are archived by the running ``task``."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            assert not task.done(), task
+            if len(await archived_rows(database)) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def pending(redis: aioredis.Redis) -> int:
+    summary = await redis.xpending(TRAJECTORY_STREAM, ARCHIVE_GROUP)
+    return int(summary["pending"])
+
+
+async def test_published_trajectories_are_archived_once_and_acknowledged(
+    redis: aioredis.Redis, database: Database
+) -> None:
+    trajectories = [make_trajectory(n) for n in range(10)]
+    await publish(redis, trajectories)
+    # A copy of one record reaching the stream again (a producer retry past its dedupe).
+    await redis.xadd(TRAJECTORY_STREAM, {"data": envelope(trajectories[3]).model_dump_json()})
+    worker = archiver(redis, database, "archiver-a")
+
+    stored = 0
+    async with asyncio.timeout(WAIT_S):
+        while stored < len(trajectories) or await pending(redis):
+            stored += await worker.archive_pass()
+
+    assert stored == len(trajectories)
+    rows = await archived_rows(database)
+    assert sorted(row_id for row_id, _ in rows) == sorted(t.id for t in trajectories)
+    stream: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(TRAJECTORY_STREAM)  # type: ignore[assignment]
+    entries = {entry_id.decode() for entry_id, _ in stream}
+    assert all(entry_id in entries for _, entry_id in rows)
+    async with database.transaction() as repos:
+        assert await repos.trajectories.get("traj-7") == trajectories[7]
+    assert await pending(redis) == 0
+    assert await worker.archive_pass() == 0  # nothing new: the stream is drained
+
+
+async def test_a_crash_between_write_and_ack_is_taken_over_without_duplicates(
+    redis: aioredis.Redis, database: Database
+) -> None:
+    trajectories = [make_trajectory(n) for n in range(3)]
+    await publish(redis, trajectories)
+    dead = archiver(redis, database, "archiver-dead")
+    await dead.consumer.ensure_group()
+    deliveries = await dead.consumer.read(count=10)
+    assert len(deliveries) == 3
+    stored, new = await dead.store(deliveries)
+    assert (len(stored), new) == (3, 3)
+    # The archiver dies here: written, never acknowledged.
+    assert await pending(redis) == 3
+
+    survivor = archiver(redis, database, "archiver-survivor", reclaim_idle_s=0)
+    async with asyncio.timeout(WAIT_S):
+        while await pending(redis):
+            assert await survivor.archive_pass() == 0  # stored already: nothing new
+
+    rows = await archived_rows(database)
+    assert [row_id for row_id, _ in rows] == ["traj-0", "traj-1", "traj-2"]
+    consumers = await redis.xinfo_consumers(TRAJECTORY_STREAM, ARCHIVE_GROUP)
+    assert {c["name"].decode(): c["pending"] for c in consumers} == {
+        "archiver-dead": 0,
+        "archiver-survivor": 0,
+    }
+
+
+async def test_prune_deletes_only_trajectories_past_the_retention(
+    redis: aioredis.Redis, database: Database
+) -> None:
+    await publish(redis, [make_trajectory(n) for n in range(3)])
+    worker = archiver(redis, database, "archiver-a")
+    stored = 0
+    async with asyncio.timeout(WAIT_S):
+        while stored < 3:
+            stored += await worker.archive_pass()
+    async with database.transaction() as repos:
+        await repos.session.execute(
+            update(TrajectoryRow)
+            .where(TrajectoryRow.id.in_(["traj-0", "traj-2"]))
+            .values(created_at=datetime.now(UTC) - timedelta(days=31))
+        )
+
+    assert await worker.prune() == 2
+
+    assert [row_id for row_id, _ in await archived_rows(database)] == ["traj-1"]
+    assert await worker.prune() == 0
+    async with database.transaction() as repos:
+        assert await repos.session.scalar(select(func.count()).select_from(TrajectoryRow)) == 1
+
+
+async def test_the_archiver_recreates_its_group_when_the_stream_is_deleted(
+    redis: aioredis.Redis, database: Database
+) -> None:
+    worker = archiver(redis, database, "archiver-a")
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await publish(redis, [make_trajectory(0)])
+        await wait_for_rows(database, 1, task)
+        await redis.delete(TRAJECTORY_STREAM)  # e.g. an operator resets the stream
+        await publish(redis, [make_trajectory(1)])
+        await wait_for_rows(database, 2, task)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
