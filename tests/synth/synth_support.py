@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from envhost_support import envhost
 from http_support import running
 
@@ -27,9 +28,13 @@ _redis_databases = itertools.count(1)
 
 
 def private_redis(redis_url: str) -> str:
-    """The test Redis with a database number of its own, so queues never mix across tests."""
+    """The test Redis with a database number of its own, emptied, so queues and streams
+    never mix across tests (the numbers are reused after fifteen)."""
     scheme, rest = redis_url.split("://", 1)
-    return f"{scheme}://{rest.split('/', 1)[0]}/{next(_redis_databases) % 15 + 1}"
+    url = f"{scheme}://{rest.split('/', 1)[0]}/{next(_redis_databases) % 15 + 1}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
 
 
 @dataclass

@@ -86,9 +86,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client of a Redis database of this test's own, emptied first."""
+    """A client of a Redis database of this test's own (``private_redis`` empties it)."""
     client = aioredis.Redis.from_url(private_redis(redis_url), socket_timeout=30)
-    await client.flushdb()
     try:
         yield client
     finally:

@@ -3,6 +3,7 @@ API and a migrated database written through the repositories, and the console's 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tomllib
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from envhost_support import register, weather_spec
 from fastapi import FastAPI, HTTPException
 from http_support import running
@@ -20,13 +22,16 @@ from synth_support import private_redis, synth_service
 
 from astra.redis_server import free_port
 from astra_common.db import Database
+from astra_common.streams import StreamPublisher
 from astra_proto import (
+    TRAJECTORY_STREAM,
     Episode,
     EpisodeState,
     FinishReason,
     FunctionCall,
     Message,
     RewardBreakdown,
+    StreamEnvelope,
     Timings,
     ToolCall,
     ToolCallRecord,
@@ -202,6 +207,48 @@ async def test_trajectories_are_listed_and_read(
     missing = await synth.get("/v1/trajectories/traj_nope")
     assert missing.status_code == 404
     assert "traj_nope" in missing.json()["detail"]
+
+
+async def test_trajectories_published_to_a_running_synth_appear_in_the_console(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The synth API runs the archiver: what rollout's publisher writes to the stream is
+    listed by the console's trajectories API without anything else running."""
+    stream_url = private_redis(redis_url)
+    published = [trajectory("env_travel", number, "g7", number % 2) for number in range(3)]
+    async with (
+        synth_service(
+            database_url=database_url,
+            redis_url=stream_url,
+            envhost_url="http://127.0.0.1:9",
+            tmp_path=tmp_path,
+        ) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        stream = aioredis.Redis.from_url(stream_url)
+        try:
+            async with StreamPublisher(stream, TRAJECTORY_STREAM) as publisher:
+                await publisher.publish_many(
+                    StreamEnvelope[Trajectory](record_id=t.id, producer="rollout@test", payload=t)
+                    for t in published
+                )
+        finally:
+            await stream.aclose()
+
+        async with asyncio.timeout(120):
+            while True:
+                page = (await http.get("/v1/trajectories")).json()
+                if page["total"] >= len(published):
+                    break
+                await asyncio.sleep(0.2)
+        assert page["total"] == 3
+        assert {t["id"] for t in page["items"]} == {"traj_0", "traj_1", "traj_2"}
+        assert {t["group_id"] for t in page["items"]} == {"g7"}
+        versioned = (await http.get("/v1/trajectories", params={"policy_version": 1})).json()
+        assert [t["id"] for t in versioned["items"]] == ["traj_1"]
+        one = await http.get("/v1/trajectories/traj_2")
+        assert one.status_code == 200, one.text
+        assert Trajectory.model_validate(one.json()) == published[2]
 
 
 async def test_training_metrics_say_when_the_trainer_is_unreachable(
