@@ -13,14 +13,13 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from astra_common.health import redis_check
+from astra_common.policy_pointer import read_policy_pointer
 from astra_common.service import bearer_auth, create_service_app
 from astra_common.streams import StreamPublisher
 from astra_proto import (
-    POLICY_KEY,
     TRAJECTORY_STREAM,
     DistractorRef,
     EnvironmentSpec,
-    PolicyPointer,
     StreamEnvelope,
     Trajectory,
 )
@@ -95,8 +94,8 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
             await asyncio.shield(future)
 
     async def policy_version() -> int:
-        raw = await redis_client.get(POLICY_KEY)
-        return PolicyPointer.model_validate_json(raw).version if raw else 0
+        pointer = await read_policy_pointer(redis_client)
+        return pointer.version if pointer is not None else 0
 
     registry = SynthRegistry(settings.synth_url, http)
     episodes = EnvhostClient(

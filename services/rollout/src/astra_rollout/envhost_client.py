@@ -9,7 +9,6 @@ an episode's tool session costs no handshake round trip.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
 
+from astra_common.mcp_text import tool_result_text
+from astra_common.retry import HttpRetriesExhausted, HttpRetryPolicy, RetryableReply, retry_http
 from astra_proto import Episode, EpisodeRequest, RewardBreakdown, ScoreRequest, ToolSpec
 
 MCP_PROTOCOL = "2026-07-28"
@@ -29,6 +29,9 @@ MCP_PROTOCOL = "2026-07-28"
 
 CREATE_RETRIES = 5
 """Tries of an episode creation that envhost answers 503 (at capacity)."""
+
+CREATE_MAX_WAIT_S = 8.0
+"""Default longest wait between those tries (envhost's ``Retry-After`` is honoured up to it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +125,7 @@ class McpToolSession:
             result = await self._client.call_tool(name, arguments)
         except MCPError as exc:
             return ToolOutcome(text=f"Error: {exc}", is_error=True)
-        return ToolOutcome(text=result_text(result), is_error=bool(result.is_error))
-
-
-def result_text(result: CallToolResult) -> str:
-    """The text content of a tool result (JSON text for envhost's structured outputs)."""
-    parts = [block.text for block in result.content if isinstance(block, TextContent)]
-    return "\n".join(parts)
+        return ToolOutcome(text=tool_result_text(result), is_error=bool(result.is_error))
 
 
 class EnvhostClient:
@@ -142,25 +139,41 @@ class EnvhostClient:
         mcp_http: httpx2.AsyncClient,
         token: str | None = None,
         create_backoff_s: float = 1.0,
+        create_max_wait_s: float = CREATE_MAX_WAIT_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._mcp_http = mcp_http
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._create_backoff_s = create_backoff_s
+        self._create_retry = HttpRetryPolicy(
+            retries=CREATE_RETRIES - 1,
+            backoff_s=create_backoff_s,
+            max_backoff_s=create_max_wait_s,
+        )
 
     async def create_episode(self, request: EpisodeRequest) -> Episode:
-        """POST /v1/episodes; retries 503 (at capacity) with backoff, raises on anything else."""
-        for attempt in range(1, CREATE_RETRIES + 1):
-            response = await self._request(
-                "POST", f"{self.base_url}/v1/episodes", json=request.model_dump(mode="json")
-            )
+        """POST /v1/episodes; retries 503 (at capacity: nothing was created) by the shared HTTP
+        retry policy, honouring envhost's ``Retry-After``; raises ``EnvhostError`` on anything
+        else, and when envhost stays at capacity. A lost connection is not retried: envhost
+        may have created the episode."""
+        url = f"{self.base_url}/v1/episodes"
+
+        async def post() -> Episode:
+            response = await self._request("POST", url, json=request.model_dump(mode="json"))
             if response.status_code == 201:
                 return Episode.model_validate(response.json())
-            if response.status_code != 503 or attempt == CREATE_RETRIES:
-                raise _error("creating an episode", response)
-            await asyncio.sleep(self._create_backoff_s * attempt)
-        raise AssertionError("unreachable")
+            error = _error("creating an episode", response)
+            if response.status_code == 503:
+                raise RetryableReply(str(error), response)
+            raise error
+
+        try:
+            attempted = await retry_http(
+                post, policy=self._create_retry, what=f"creating an episode at {url}"
+            )
+        except HttpRetriesExhausted as exc:
+            raise EnvhostError(str(exc.last_error), status=503) from None
+        return attempted.value
 
     @asynccontextmanager
     async def tool_session(self, episode: Episode) -> AsyncIterator[ToolSession]:

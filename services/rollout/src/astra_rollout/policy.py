@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,13 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from astra_common.retry import (
+    HttpRetriesExhausted,
+    HttpRetryPolicy,
+    RetryableReply,
+    is_retryable_status,
+    retry_http,
+)
 from astra_proto import FunctionCall, Message, ToolCall, ToolSpec
 from astra_rollout.policy_http import ConnectionPool, RawResponse, bypasses_nothing, encode_json
 from astra_rollout.tool_call_text import has_tool_call_text, parse_tool_call_text
@@ -36,8 +42,6 @@ INVALID_CALL_NAME = "invalid_tool_call"
 
 NONFINITE_LOGPROB = -9999.0
 """Stands in for a logprob the server reported as -inf or NaN (JSON cannot carry them)."""
-
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class SamplingParams(BaseModel):
@@ -96,6 +100,7 @@ class PolicyClient:
     request_token_ids: bool = True
     retries: int = 4
     backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
     timeout_s: float = 300.0
     direct_http: bool = True
     max_connections: int = 1024
@@ -112,9 +117,11 @@ class PolicyClient:
     ) -> Completion:
         """The next assistant message for ``messages`` with ``tools`` offered.
 
-        Retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter
-        (``retries`` times); raises ``PolicyError`` when they run out, on any other 4xx (with
-        the server's message) and on a reply that is not a chat completion.
+        Retries connection errors, timeouts and the statuses ``is_retryable_status`` admits
+        (429, most 5xx) ``retries`` times, by the shared HTTP retry policy (exponential backoff
+        from ``backoff_s`` with jitter, or the server's ``Retry-After``, each wait at most
+        ``max_backoff_s``); raises ``PolicyError`` when they run out, on any other status
+        (with the server's message) and on a reply that is not a chat completion.
         """
         body = self.request_body(messages, tools, sampling)
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
@@ -122,43 +129,46 @@ class PolicyClient:
         pool = self._direct_pool(url, headers)
         content = encode_json(body) if pool is not None else b""
         started = time.perf_counter()
-        attempt = 0
-        response: httpx.Response | RawResponse
-        while True:
-            attempt += 1
-            try:
-                if pool is None:
-                    response = await self.http.post(
+
+        async def post() -> httpx.Response | RawResponse:
+            reply: httpx.Response | RawResponse
+            if pool is None:
+                reply = await self.http.post(
+                    url, json=body, headers=headers, timeout=self.timeout_s
+                )
+            else:
+                reply = await pool.post(content, self.timeout_s)
+                if reply.is_redirect and self.http.follow_redirects:
+                    reply = await self.http.post(  # httpx knows how to follow it
                         url, json=body, headers=headers, timeout=self.timeout_s
                     )
-                else:
-                    response = await pool.post(content, self.timeout_s)
-                    if response.is_redirect and self.http.follow_redirects:
-                        response = await self.http.post(  # httpx knows how to follow it
-                            url, json=body, headers=headers, timeout=self.timeout_s
-                        )
-            except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            else:
-                if response.status_code == 200:
-                    break
-                failure = f"HTTP {response.status_code}: {response.text[:500]}"
-                if response.status_code not in RETRY_STATUSES:
-                    raise PolicyError(f"policy endpoint {url} refused the request: {failure}")
-            if attempt > self.retries:
-                raise PolicyError(
-                    f"policy endpoint {url} failed after {attempt} attempts: {failure}"
-                )
-            delay = self.backoff_s * 2 ** (attempt - 1)
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            if reply.status_code == 200:
+                return reply
+            failure = f"HTTP {reply.status_code}: {reply.text[:500]}"
+            if not is_retryable_status(reply.status_code):
+                raise PolicyError(f"policy endpoint {url} refused the request: {failure}")
+            raise RetryableReply(failure, reply)
+
+        try:
+            sent = await retry_http(
+                post, policy=self._retry_policy(), what=f"policy endpoint {url}"
+            )
+        except HttpRetriesExhausted as exc:
+            raise PolicyError(str(exc)) from None
+        response = sent.value
         try:
             payload = response.json()
         except ValueError as exc:
             raise PolicyError(f"policy endpoint {url} returned non-JSON: {exc}") from None
         completion = parse_completion(payload, turn)
         completion.seconds = time.perf_counter() - started
-        completion.attempts = attempt
+        completion.attempts = sent.attempts
         return completion
+
+    def _retry_policy(self) -> HttpRetryPolicy:
+        return HttpRetryPolicy(
+            retries=self.retries, backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s
+        )
 
     async def aclose(self) -> None:
         """Close the lean path's pooled connections (the shared ``http`` client stays open);

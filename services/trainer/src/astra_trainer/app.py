@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, HTTPException
 
 from astra_common.health import redis_check
+from astra_common.policy_pointer import read_policy_pointer
 from astra_common.service import closing_lifespan, create_service_app
 from astra_proto import POLICY_KEY, PolicyPointer
 from astra_trainer import __version__
@@ -21,10 +22,10 @@ def policy_router(redis_client: aioredis.Redis) -> APIRouter:
 
     @router.get("/policy", summary="The current policy version and checkpoint")
     async def current_policy() -> PolicyPointer:
-        raw = await redis_client.get(POLICY_KEY)
-        if raw is None:
+        pointer = await read_policy_pointer(redis_client)
+        if pointer is None:
             raise HTTPException(404, detail=f"no policy published yet ({POLICY_KEY} is unset)")
-        return PolicyPointer.model_validate_json(raw)
+        return pointer
 
     return router
 

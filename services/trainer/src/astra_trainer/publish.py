@@ -8,7 +8,8 @@ Weight push: vLLM reloads full weights in place from a checkpoint folder when as
 HTTP (``POST /collective_rpc`` with ``reload_weights`` and ``weights_path``; the server must
 run with ``VLLM_SERVER_DEV_MODE=1``, and see the same filesystem), then drops its prefix cache
 (``POST /reset_prefix_cache``). No restart, no NCCL, no CUDA requirement in the call path.
-See docs/trainer.md for what was verified on CPU.
+See docs/trainer.md for what was verified on CPU. Readers of the pointer use
+``astra_common.policy_pointer.read_policy_pointer``.
 """
 
 from __future__ import annotations
@@ -68,12 +69,6 @@ class VLLMWeightReload:
                     f"{self.base_url} did not reset its prefix cache ({reset.status_code})"
                 )
         logger.info("policy server %s reloaded weights from %s", self.base_url, checkpoint)
-
-
-async def read_pointer(redis: Redis) -> PolicyPointer | None:
-    """The current pointer, or None when no policy was published."""
-    raw = await redis.get(POLICY_KEY)
-    return None if raw is None else PolicyPointer.model_validate_json(raw)
 
 
 async def publish_policy(

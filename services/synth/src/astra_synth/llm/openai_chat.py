@@ -1,7 +1,9 @@
 """``OpenAIChatModel``: any OpenAI-compatible ``/chat/completions`` endpoint, over httpx.
 
-No SDK: one POST per completion, retried with exponential backoff on connection errors,
-timeouts, HTTP 5xx and 429; a cache hit makes no request at all.
+No SDK: one POST per completion, retried by the shared HTTP retry policy
+(``astra_common.retry.retry_http``) on connection errors, timeouts, the statuses it deems
+transient (429, most 5xx) and a success whose body is not a chat completion; a cache hit makes
+no request at all.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from typing import Any
 
 import httpx
 
+from astra_common.retry import (
+    HttpRetriesExhausted,
+    HttpRetryPolicy,
+    RetryableReply,
+    describe_failure,
+    is_retryable_status,
+    retry_http,
+)
 from astra_synth.llm.cache import LLMCache
 from astra_synth.llm.types import Completion, LLMRequestRejected, LLMUnavailable, LLMUsage
 
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 _FATAL_STATUS = frozenset({401, 403, 404})
 _MAX_BODY_IN_MESSAGE = 300
 
@@ -26,8 +35,8 @@ class OpenAIChatModel:
 
     ``base_url`` is the API root (``http://host:8000/v1``); requests go to
     ``{base_url}/chat/completions``. ``max_retries`` is the number of retries after the first
-    attempt; the wait doubles from ``backoff_s`` up to ``max_backoff_s`` (a ``Retry-After``
-    header is honoured within that cap). ``transport`` replaces the network (tests).
+    attempt; the wait doubles from ``backoff_s`` (with jitter) up to ``max_backoff_s`` (a
+    ``Retry-After`` header is honoured within that cap). ``transport`` replaces the network (tests).
     ``usage`` counts the calls made and the cache hits.
     """
 
@@ -52,8 +61,9 @@ class OpenAIChatModel:
         self.model = model
         self.max_retries = max_retries
         self.cache = cache
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self._retry = HttpRetryPolicy(
+            retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s
+        )
         self.usage = LLMUsage()
         self.http_requests = 0
         """HTTP requests actually sent (retries included)."""
@@ -124,50 +134,29 @@ class OpenAIChatModel:
 
     async def _post_with_retries(self, body: dict[str, Any]) -> Completion:
         url = f"{self.base_url}/chat/completions"
-        problem = "no attempt made"
-        retry_after: float | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(self._delay(attempt, retry_after))
-                retry_after = None
+
+        async def post() -> Completion:
             self.http_requests += 1
-            try:
-                response = await self._client.post(url, json=body)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc or 'no detail'}"
-                continue
+            response = await self._client.post(url, json=body)
             if response.status_code == 200:
                 try:
                     return _parse_completion(response)
                 except ValueError as exc:
-                    problem = f"unreadable response: {exc}"
-                    continue
+                    raise RetryableReply(f"unreadable response: {exc}") from None
             detail = f"HTTP {response.status_code}: {_short(response.text)}"
             if response.status_code in _FATAL_STATUS:
                 raise LLMUnavailable(f"the LLM endpoint {url} refused the request ({detail})")
-            if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS:
-                problem = detail
-                retry_after = _retry_after(response)
-                continue
+            if is_retryable_status(response.status_code):
+                raise RetryableReply(detail, response)
             raise LLMRequestRejected(f"the LLM endpoint {url} rejected a request ({detail})")
-        raise LLMUnavailable(
-            f"the LLM endpoint {url} (model {self.model!r}) failed "
-            f"{self.max_retries + 1} attempts; last error: {problem}"
-        )
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff, or the server's ``Retry-After``, capped at ``max_backoff_s``."""
-        if retry_after is not None:
-            return min(self.max_backoff_s, max(retry_after, 0.0))
-        return min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` header in seconds, when it is a number."""
-    try:
-        return float(response.headers.get("retry-after", ""))
-    except ValueError:
-        return None
+        try:
+            return (await retry_http(post, policy=self._retry, what=f"LLM endpoint {url}")).value
+        except HttpRetriesExhausted as exc:
+            raise LLMUnavailable(
+                f"the LLM endpoint {url} (model {self.model!r}) failed "
+                f"{exc.attempts} attempts; last error: {describe_failure(exc.last_error)}"
+            ) from None
 
 
 def _short(text: str) -> str:

@@ -22,6 +22,7 @@ import httpx
 import httpx2
 from mcp.types import CallToolResult
 
+from astra_common.mcp_text import tool_result_text
 from astra_proto import (
     EnvironmentSpec,
     Episode,
@@ -43,7 +44,6 @@ from astra_synth.trajectories.mcp_client import (
     list_all_tools,
     mcp_client,
     mcp_tool_to_raw,
-    result_text,
     to_tool_spec,
 )
 from astra_synth.trajectories.models import (
@@ -256,7 +256,7 @@ async def _play(
             )
             tool_seconds += asyncio.get_running_loop().time() - begun
             for call_id, planned, result in zip(ids, round_calls, results, strict=True):
-                text = result_text(result)
+                text = tool_result_text(result)
                 failure = failure or _check_result(planned, result, text)
                 messages.append(
                     Message(role="tool", tool_call_id=call_id, name=planned.tool_name, content=text)

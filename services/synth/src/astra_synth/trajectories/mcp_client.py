@@ -1,8 +1,10 @@
-"""MCP client helpers: a connected ``mcp.Client`` with auth, tools as ``ToolSpec``, results."""
+"""MCP client helpers: a connected ``mcp.Client`` with auth, tools as ``ToolSpec``.
+
+Tool results become text by ``astra_common.mcp_text.tool_result_text``, as in rollout.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent, Tool
+from mcp.types import Tool
 
 from astra_proto import ToolSpec
 
@@ -62,15 +64,6 @@ def mcp_tool_to_raw(tool: Tool) -> dict[str, Any]:
         "parameters": dict(tool.input_schema or {}),
         "output_schema": dict(tool.output_schema) if tool.output_schema else None,
     }
-
-
-def result_text(result: CallToolResult) -> str:
-    """A tool result as the text a model sees: the server's text content (JSON for envhost),
-    or the structured content as JSON when there is no text."""
-    texts = [part.text for part in result.content if isinstance(part, TextContent)]
-    if texts:
-        return "\n".join(texts)
-    return json.dumps(result.structured_content, ensure_ascii=False)
 
 
 def to_tool_spec(raw: dict[str, Any]) -> ToolSpec:
