@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select, update
 from synth_support import private_redis
 
+from astra.redis_server import RedisServer
 from astra_common.db import Database
 from astra_common.db.migrate import upgrade_async
 from astra_common.db.models import TrajectoryRow
@@ -226,3 +227,32 @@ async def test_the_archiver_recreates_its_group_when_the_stream_is_deleted(
     finally:
         stop.set()
         await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_a_pass_rides_out_a_redis_restart(
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(directory=tmp_path / "redis", persist=True).start()
+    client = aioredis.Redis.from_url(server.url, socket_timeout=30)
+    try:
+        await publish(client, [make_trajectory(n) for n in range(3)])
+        worker = archiver(client, database, "archiver-a")
+        await asyncio.to_thread(server.stop)
+        archiving = asyncio.create_task(worker.archive_pass())
+        async with asyncio.timeout(WAIT_S):  # until the archiver has retried at least once
+            while not any(r.name == "astra.retry" for r in caplog.records):
+                assert not archiving.done(), archiving
+                await asyncio.sleep(0.05)
+        await asyncio.to_thread(server.start)
+
+        async with asyncio.timeout(WAIT_S):
+            assert await archiving == 3
+        assert [row_id for row_id, _ in await archived_rows(database)] == [
+            "traj-0",
+            "traj-1",
+            "traj-2",
+        ]
+        assert await pending(client) == 0
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(server.stop)
