@@ -22,7 +22,7 @@ EnvironmentId = Annotated[str, Field(pattern=ENV_ID_PATTERN)]
 
 
 class ScenarioType(StrEnum):
-    """The topology of an instance's sub-questions (METHOD.md B1)."""
+    """The topology of an instance's sub-questions (docs/method.md B1)."""
 
     SINGLE_HOP = "single_hop"
     PARALLEL_SINGLE_HOP = "parallel_single_hop"

@@ -6,7 +6,7 @@ name is not one of E's tool names; tools with the same document (name, descripti
 parameter names) in several environments are one candidate. Builtin environments' tools are
 not indexed: envhost serves only synthetic tools as distractors.
 
-Scores (METHOD.md C, "per-tool min-max normalised"):
+Scores (docs/method.md C, "per-tool min-max normalised"):
 
 1. every task tool t and candidate c are embedded (`embeddings.tool_text`: name, description,
    parameter names; unit-length MiniLM vectors) and compared by cosine similarity s(t, c);

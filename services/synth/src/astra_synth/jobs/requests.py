@@ -107,7 +107,7 @@ class DatasetJobRequest(BaseModel):
 
 
 class TaskJobRequest(BaseModel):
-    """Synthesize tasks for a registered toolset (METHOD.md A2-A3): tool-call graph, chains and
+    """Synthesize tasks for a registered toolset (docs/method.md A2-A3): tool-call graph, chains and
     their checks, chain-conditioned and server-only tasks, augmentation and grading, with the
     LLM endpoint given here or configured. The tasks are stored with the toolset."""
 
@@ -133,7 +133,7 @@ class TeacherEndpoint(BaseModel):
 
 
 class TrajectoryJobRequest(BaseModel):
-    """Build an SFT dataset from a toolset with a teacher model (METHOD.md A4-A5).
+    """Build an SFT dataset from a toolset with a teacher model (docs/method.md A4-A5).
 
     Tasks are synthesized first (``tasks: synthesize``) or taken from the toolset's stored
     task batch (``tasks: stored``, written by a tasks job). The teacher plays each task

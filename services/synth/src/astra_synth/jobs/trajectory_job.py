@@ -1,4 +1,4 @@
-"""Tasks jobs and teacher-trajectory jobs (METHOD.md part A, with an LLM).
+"""Tasks jobs and teacher-trajectory jobs (docs/method.md part A, with an LLM).
 
 A tasks job runs the chain/task pipeline over a registered toolset and stores the tasks with
 it. A trajectory job chains tasks -> teacher -> judge -> export: it synthesizes tasks (or takes

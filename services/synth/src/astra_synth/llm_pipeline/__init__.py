@@ -1,4 +1,4 @@
-"""The LLM environment-synthesis pipeline (METHOD.md B1-B5) against any OpenAI-compatible
+"""The LLM environment-synthesis pipeline (docs/method.md B1-B5) against any OpenAI-compatible
 chat endpoint. See docs/synth-llm.md."""
 
 from astra_synth.llm_pipeline.executor import CallOutcome, ExecutorUnavailable, ToolExecutor

@@ -192,7 +192,7 @@ def hop_depths(sub_questions: list[SubQuestion]) -> dict[str, int]:
 
 
 def scenario_type(sub_questions: list[SubQuestion]) -> ScenarioType:
-    """The topology (METHOD.md B1): one node; independent nodes; one chain; anything else."""
+    """The topology (docs/method.md B1): one node; independent nodes; one chain; anything else."""
     if len(sub_questions) == 1:
         return ScenarioType.SINGLE_HOP
     if all(not q.depends_on for q in sub_questions):

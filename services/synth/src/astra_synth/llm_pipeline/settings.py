@@ -24,7 +24,7 @@ DEFAULT_ALLOWED_IMPORTS = (
 
 class PipelineSettings(BaseModel):
     """How strict and how persistent the pipeline is. Defaults follow the published method
-    (METHOD.md B1-B5) where it gives a number."""
+    (docs/method.md B1-B5) where it gives a number."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 

@@ -1,4 +1,4 @@
-"""The LLM tool emulator, for tools known only by their documents (METHOD.md A4).
+"""The LLM tool emulator, for tools known only by their documents (docs/method.md A4).
 
 It sees the tool's definition, the call, the server's description and the last five calls,
 and answers with a plausible structured output. A configurable share of calls (default 20%)

@@ -1,4 +1,4 @@
-"""The seven-part quality judge of trajectories (METHOD.md A5), with a selection cutoff.
+"""The seven-part quality judge of trajectories (docs/method.md A5), with a selection cutoff.
 
 Each dimension gets 0, 0.5 or 1 from the LLM; a sample's score is their mean. The two
 dimensions that look at later rounds (understanding tool outputs, re-planning) may be null for

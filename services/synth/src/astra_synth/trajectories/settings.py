@@ -1,4 +1,4 @@
-"""Knobs of trajectory synthesis, with the paper's defaults (METHOD.md part A)."""
+"""Knobs of trajectory synthesis, with the paper's defaults (docs/method.md part A)."""
 
 from __future__ import annotations
 

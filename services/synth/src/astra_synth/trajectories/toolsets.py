@@ -1,7 +1,7 @@
 """Tool-document ingestion: MCP servers, OpenAPI documents and JSON tool lists, normalised to
 the OpenAI function schema, grouped by server, and filtered with every drop's reason kept.
 
-Filters (METHOD.md A1): a tool needs a valid name, a description of at least
+Filters (docs/method.md A1): a tool needs a valid name, a description of at least
 ``min_description_words`` words, and an argument schema that converts to a JSON Schema of type
 object (checked with ``jsonschema``, ``required`` naming defined properties, no remote
 ``$ref``); a server needs at least ``min_tools_per_server`` usable tools with distinct names.
