@@ -19,7 +19,7 @@ from astra.redis_server import RedisServer
 from astra_common.db import Database
 from astra_common.db.migrate import upgrade_async
 from astra_common.db.models import TrajectoryRow
-from astra_common.streams import StreamPublisher
+from astra_common.streams import StreamPublisher, dead_letter_stream
 from astra_proto import (
     TRAJECTORY_STREAM,
     FinishReason,
@@ -30,7 +30,7 @@ from astra_proto import (
     ToolSpec,
     Trajectory,
 )
-from astra_synth.archive import ARCHIVE_GROUP, TrajectoryArchiver
+from astra_synth.archive import ARCHIVE_GROUP, MAX_DELIVERIES, TrajectoryArchiver
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 WAIT_S = 60.0
@@ -76,13 +76,27 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
     else:
-        url = request.getfixturevalue("postgres_database")
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
-            await connection.execute("DROP SCHEMA public CASCADE")
-            await connection.execute("CREATE SCHEMA public")
+        url = await wiped(request.getfixturevalue("postgres_database"))
     await upgrade_async(url)
     async with Database(url) as db:
         yield db
+
+
+@pytest.fixture
+async def postgres(postgres_database: str) -> AsyncIterator[Database]:
+    """The run's PostgreSQL database, wiped clean and migrated."""
+    url = await wiped(postgres_database)
+    await upgrade_async(url)
+    async with Database(url) as db:
+        yield db
+
+
+async def wiped(postgres_url: str) -> str:
+    """``postgres_url`` after dropping everything in it."""
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as connection:
+        await connection.execute("DROP SCHEMA public CASCADE")
+        await connection.execute("CREATE SCHEMA public")
+    return postgres_url
 
 
 @pytest.fixture
@@ -256,3 +270,32 @@ async def test_a_pass_rides_out_a_redis_restart(
     finally:
         await client.aclose()
         await asyncio.to_thread(server.stop)
+
+
+@pytest.mark.postgres
+async def test_an_entry_the_database_refuses_is_dead_lettered_and_the_rest_archived(
+    redis: aioredis.Redis, postgres: Database
+) -> None:
+    poison = make_trajectory(1).model_copy(
+        update={"messages": [Message(role="user", content="nul \x00 byte")]}
+    )
+    await publish(redis, [make_trajectory(0), poison, make_trajectory(2)])
+    worker = archiver(redis, postgres, "archiver-a", reclaim_idle_s=0)
+
+    stored = 0
+    async with asyncio.timeout(WAIT_S):  # PostgreSQL's JSONB refuses the NUL character
+        while stored < 2 or await pending(redis):
+            stored += await worker.archive_pass()
+
+    assert [row_id for row_id, _ in await archived_rows(postgres)] == ["traj-0", "traj-2"]
+    dead: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(  # type: ignore[assignment]
+        dead_letter_stream(TRAJECTORY_STREAM)
+    )
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert StreamEnvelope[Trajectory].model_validate_json(fields[b"data"]).record_id == "traj-1"
+    assert fields[b"source_group"] == ARCHIVE_GROUP.encode()
+    assert (
+        fields[b"reason"]
+        == f"delivered {MAX_DELIVERIES + 1} times, more than {MAX_DELIVERIES}".encode()
+    )
