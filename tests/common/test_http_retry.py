@@ -1,8 +1,10 @@
-"""The shared HTTP retry policy against a real local HTTP server that fails, then answers."""
+"""The shared HTTP retry policy against a real local HTTP server that fails, then answers,
+on its own and through the clients that use it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +21,9 @@ from astra_common.retry import (
     is_retryable_status,
     retry_http,
 )
+from astra_proto import Message
+from astra_rollout.policy import PolicyClient, SamplingParams
+from astra_synth.llm.openai_chat import OpenAIChatModel
 
 FAST = HttpRetryPolicy(retries=3, backoff_s=0.01, max_backoff_s=0.05)
 
@@ -196,3 +201,56 @@ def test_which_statuses_are_worth_retrying(status: int, retryable: bool) -> None
 def test_a_negative_retry_count_is_refused() -> None:
     with pytest.raises(ValueError, match="retries must be >= 0"):
         HttpRetryPolicy(retries=-1)
+
+
+COMPLETION = json.dumps(
+    {
+        "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+).encode()
+BUSY_NOW_FREE: tuple[tuple[int, dict[str, str], bytes], ...] = (
+    (503, {"retry-after": "0"}, b"busy"),
+    (200, {}, COMPLETION),
+)
+
+
+def _retry_lines(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "astra.retry" and what in r.getMessage()
+    ]
+
+
+async def test_the_rollout_policy_client_retries_by_the_shared_policy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="astra.retry")
+    async with scripted(*BUSY_NOW_FREE) as server, httpx.AsyncClient(timeout=30) as http:
+        base = server.url.removesuffix("/thing")
+        client = PolicyClient(http=http, base_url=base, model="m", backoff_s=30.0)
+        try:
+            completion = await client.complete(
+                [Message(role="user", content="hi")], [], SamplingParams(max_tokens=4)
+            )
+        finally:
+            await client.aclose()
+    assert (completion.message.content, completion.attempts) == ("hi", 2)
+    (line,) = _retry_lines(caplog, "policy endpoint")
+    assert "HTTP 503: busy" in line
+    assert line.endswith("retrying in 0.0 s")  # the server's Retry-After, not the 30 s backoff
+
+
+async def test_the_synth_llm_client_retries_by_the_shared_policy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="astra.retry")
+    async with scripted(*BUSY_NOW_FREE) as server:
+        base = server.url.removesuffix("/thing")
+        async with OpenAIChatModel(base, "m", backoff_s=30.0, max_backoff_s=60.0) as llm:
+            completion = await llm.complete(
+                [{"role": "user", "content": "hi"}], temperature=0.0, max_tokens=4
+            )
+    assert (completion.text, llm.http_requests) == ("hi", 2)
+    (line,) = _retry_lines(caplog, "LLM endpoint")
+    assert "HTTP 503: busy" in line
+    assert line.endswith("retrying in 0.0 s")
