@@ -299,3 +299,24 @@ async def test_an_entry_the_database_refuses_is_dead_lettered_and_the_rest_archi
         fields[b"reason"]
         == f"delivered {MAX_DELIVERIES + 1} times, more than {MAX_DELIVERIES}".encode()
     )
+
+
+async def test_stopped_archivers_without_pending_entries_leave_the_group(
+    redis: aioredis.Redis, database: Database
+) -> None:
+    await publish(redis, [make_trajectory(n) for n in range(3)])
+    finished = archiver(redis, database, "archiver-finished")
+    await finished.consumer.ensure_group()
+    await finished.process(await finished.consumer.read(count=1))
+    crashed = archiver(redis, database, "archiver-crashed")
+    assert len(await crashed.consumer.read(count=1)) == 1  # then dies holding it
+    current = archiver(redis, database, "archiver-current")
+    await current.process(await current.consumer.read(count=1))  # nothing pending either
+
+    assert await current.forget_stopped_consumers(idle=timedelta(0)) == ["archiver-finished"]
+
+    consumers = await redis.xinfo_consumers(TRAJECTORY_STREAM, ARCHIVE_GROUP)
+    assert {c["name"].decode(): c["pending"] for c in consumers} == {
+        "archiver-crashed": 1,
+        "archiver-current": 0,
+    }

@@ -33,6 +33,7 @@ from astra_common.db.repositories import utc_now
 from astra_common.retry import DEFAULT_GIVE_UP_AFTER_S, is_transient, retry_transient
 from astra_common.service import Lifespan
 from astra_common.streams import Delivery, StreamConsumer
+from astra_common.streams.layout import as_text
 from astra_proto import TRAJECTORY_STREAM, Trajectory
 from astra_synth.settings import SynthSettings
 
@@ -57,6 +58,10 @@ REDIS_SOCKET_TIMEOUT_S = 30.0
 
 PRUNE_EVERY_S = 600.0
 """How often expired trajectories are deleted."""
+
+FORGET_CONSUMER_IDLE = timedelta(days=1)
+"""A consumer of the group idle this long with nothing pending (an archiver that stopped) is
+removed from the group, so restarts do not pile up names."""
 
 FAILED_PASS_PAUSE_S = 5.0
 """Pause after a pass failed (a dependency stayed down past the retry limit)."""
@@ -86,6 +91,7 @@ class TrajectoryArchiver:
             redis, TRAJECTORY_STREAM, ARCHIVE_GROUP, consumer_name, Trajectory
         )
         self.database = database
+        self._redis = redis
         self.retention = retention
         self._reclaim_idle_ms = max(int(reclaim_idle.total_seconds() * 1000), 0)
         self._batch_size = batch_size
@@ -189,6 +195,27 @@ class TrajectoryArchiver:
             )
         return deleted
 
+    async def forget_stopped_consumers(self, idle: timedelta = FORGET_CONSUMER_IDLE) -> list[str]:
+        """Remove consumers of the group that hold no pending entries and were idle for
+        ``idle`` (archivers that stopped; a live one reads every few seconds); their names."""
+        idle_ms = idle.total_seconds() * 1000
+        consumers = await self._retry(
+            lambda: self._redis.xinfo_consumers(TRAJECTORY_STREAM, ARCHIVE_GROUP),
+            "list the archive group's consumers",
+        )
+        forgotten = []
+        for info in consumers:
+            name = as_text(info["name"])
+            if name == self.consumer.consumer_name or int(info["pending"]) > 0:
+                continue
+            if int(info["idle"]) < idle_ms:
+                continue
+            await self._retry(
+                self._forgetter(name), f"remove consumer {name} from the archive group"
+            )
+            forgotten.append(name)
+        return forgotten
+
     async def run(self, stop: asyncio.Event) -> None:
         """Archive until ``stop`` is set, pruning every ``PRUNE_EVERY_S``. A pass that fails
         (a dependency down past the retry limit) is logged and the next one follows."""
@@ -199,6 +226,8 @@ class TrajectoryArchiver:
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY_S
                     await self.prune()
+                    if self._group_ready:
+                        await self.forget_stopped_consumers()
                 await self.archive_pass()
             except Exception as exc:
                 if isinstance(exc, ResponseError) and str(exc).startswith(_STREAM_GONE):
@@ -208,6 +237,11 @@ class TrajectoryArchiver:
                 log.warning("trajectory archiver pass failed: %s: %s", type(exc).__name__, exc)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), FAILED_PASS_PAUSE_S)
+
+    def _forgetter(self, name: str) -> Callable[[], Awaitable[int]]:
+        # XGROUP DELCONSUMER drops the consumer's pending entries too: only called for ones
+        # that hold none. A consumer removed while alive is recreated by its next read.
+        return lambda: self._redis.xgroup_delconsumer(TRAJECTORY_STREAM, ARCHIVE_GROUP, name)
 
     def _writer(self, deliveries: Sequence[Delivery[Trajectory]]) -> Callable[[], Awaitable[int]]:
         return lambda: self._write(deliveries)
