@@ -1,15 +1,18 @@
 """The direct tools/call path of /episodes/{id}/mcp answers as the MCP SDK would.
 
-Every request is sent twice, with the fast path on and off (then the SDK behind the router
-answers it), and both replies must be the same: for the calls the fast path serves, and for
-every request one of its checks hands to the SDK.
+Every request is sent twice, to two apps serving the same environment: one with the fast path
+on, one with it off (``tool_call_fast_path=False``: the SDK behind the router answers), and both
+replies must be the same: for the calls the fast path serves, and for every request one of its
+checks hands to the SDK. The setting, and the guard on the SDK's version, must leave the path
+out of the app entirely.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -25,9 +28,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER
 from starlette.types import Receive, Scope, Send
 
+import astra_envhost.app
+from astra_common.library_guard import LibraryGuard
 from astra_envhost.app import create_app
 from astra_envhost.episodes import argument_shape
-from astra_envhost.fast_path import ToolCallFastPath
+from astra_envhost.fast_path import SDK_GUARD, ToolCallFastPath, ToolCallFastPathMiddleware
 from astra_envhost.mcp_results import call_tool_result, tool_result
 from astra_envhost.registry import argument_errors
 from astra_envhost.settings import EnvhostSettings
@@ -79,57 +84,89 @@ def call_headers(name: str, **extra: str) -> dict[str, str]:
     }
 
 
-class FastPathSwitch:
-    """Turns the app's fast path on and off, and counts the requests it answered itself."""
+class ServedCount:
+    """Counts the requests an app's fast path answered itself (a probe around its ``serve``)."""
 
     def __init__(self, fast_path: ToolCallFastPath) -> None:
         self.inner = fast_path.serve
-        self.enabled, self.served = True, 0
+        self.served = 0
         fast_path.serve = self.serve  # type: ignore[method-assign]
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        if not self.enabled:
-            return receive
         fallback = await self.inner(scope, receive, send)
         self.served += fallback is None
         return fallback
 
 
+def has_fast_path(app: Any) -> bool:
+    """Whether the fast path is in ``app``: its state and its middleware agree."""
+    in_state = app.state.tool_call_fast_path is not None
+    in_stack = any(entry.cls is ToolCallFastPathMiddleware for entry in app.user_middleware)
+    assert in_state == in_stack
+    return in_state
+
+
 @dataclass
 class Envhost:
-    client: httpx.AsyncClient
-    switch: FastPathSwitch
-    episode_id: str
+    """One environment on two apps: ``fast`` with the fast path on, ``sdk`` with it off."""
+
+    fast: httpx.AsyncClient
+    sdk: httpx.AsyncClient
+    probe: ServedCount
+    fast_episode: str
+    sdk_episode: str
 
     @property
-    def path(self) -> str:
-        return f"/episodes/{self.episode_id}/mcp"
+    def clients(self) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        return self.fast, self.sdk
 
-    async def both(self, path: str, **request: Any) -> tuple[httpx.Response, httpx.Response]:
-        """The reply with the fast path on, then with it off (the SDK's)."""
-        self.switch.enabled = True
-        fast = await self.client.post(path, **request)
-        self.switch.enabled = False
-        sdk = await self.client.post(path, **request)
-        self.switch.enabled = True
+    async def both(
+        self, path: str | None = None, **request: Any
+    ) -> tuple[httpx.Response, httpx.Response]:
+        """The reply of the app with the fast path on, then of the one with it off (the SDK's),
+        each to ``path``, or by default to its own episode."""
+        fast = await self.fast.post(path or f"/episodes/{self.fast_episode}/mcp", **request)
+        sdk = await self.sdk.post(path or f"/episodes/{self.sdk_episode}/mcp", **request)
         return fast, sdk
+
+    async def calls(self) -> tuple[list[str], list[str]]:
+        """The tool names each app's episode has called, in order."""
+        names = []
+        for client, episode_id in ((self.fast, self.fast_episode), (self.sdk, self.sdk_episode)):
+            log = (await client.get(f"/v1/episodes/{episode_id}")).json()
+            names.append([call["tool_name"] for call in log["calls"]])
+        return names[0], names[1]
 
 
 @asynccontextmanager
 async def envhost_app(settings: EnvhostSettings, **headers: str) -> AsyncIterator[Envhost]:
-    """The app in process, an episode of the weather environment, the fast path's switch."""
+    """Two apps in process, the fast path on and off, an episode of the weather environment
+    on each, and the probe of the fast path's answers."""
     spec = weather_spec()
     await register(settings.database_url, spec)
-    app = create_app(settings)
-    switch = FastPathSwitch(app.state.tool_call_fast_path)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://127.0.0.1", headers=headers
-        ) as client:
+    apps = [
+        create_app(settings),
+        create_app(settings.model_copy(update={"tool_call_fast_path": False})),
+    ]
+    assert [has_fast_path(app) for app in apps] == [True, False]
+    probe = ServedCount(apps[0].state.tool_call_fast_path)
+    clients: list[httpx.AsyncClient] = []
+    episodes: list[str] = []
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://127.0.0.1",
+                    headers=headers,
+                )
+            )
             response = await client.post("/v1/episodes", json={"env_id": spec.id})
             assert response.status_code == 201
-            yield Envhost(client, switch, response.json()["id"])
+            clients.append(client)
+            episodes.append(response.json()["id"])
+        yield Envhost(clients[0], clients[1], probe, episodes[0], episodes[1])
 
 
 def assert_same(fast: httpx.Response, sdk: httpx.Response) -> None:
@@ -169,13 +206,13 @@ async def test_served_calls_get_the_sdks_reply(
 ) -> None:
     async with envhost_app(envhost_settings()) as host:
         body = call_body(tool, arguments, request_id)
-        fast, sdk = await host.both(host.path, json=body, headers=call_headers(tool))
-        assert host.switch.served == 1
+        fast, sdk = await host.both(json=body, headers=call_headers(tool))
+        assert host.probe.served == 1
         assert_same(fast, sdk)
         assert fast.status_code == 200
         result = mcp_types.CallToolResult.model_validate(fast.json()["result"])
-        log = (await host.client.get(f"/v1/episodes/{host.episode_id}")).json()
-    assert [call["tool_name"] for call in log["calls"]] == [tool, tool]  # both journaled
+        calls = await host.calls()
+    assert calls == ([tool], [tool])  # both journaled
     assert result.is_error == (error is not None)
     if error is not None:
         assert error in result.content[0].text  # type: ignore[union-attr]
@@ -260,8 +297,8 @@ async def test_requests_it_does_not_serve_get_the_sdks_answer(
             if value is not None
         }
         request = request_body or {"json": call_body("get_city_id", {"name": "Paris"})}
-        fast, sdk = await host.both(host.path, headers=sent, **request)
-        assert host.switch.served == 0
+        fast, sdk = await host.both(headers=sent, **request)
+        assert host.probe.served == 0
         assert_same(fast, sdk)
 
 
@@ -278,10 +315,10 @@ async def test_calls_with_uncommon_envelopes_are_served_after_the_sdks_schema_ch
     async with envhost_app(envhost_settings()) as host:
         for meta in metas:
             body = body_with(meta=meta)
-            fast, sdk = await host.both(host.path, json=body, headers=call_headers("get_city_id"))
+            fast, sdk = await host.both(json=body, headers=call_headers("get_city_id"))
             assert_same(fast, sdk)
             assert fast.json()["result"]["structuredContent"] == {"city_id": "c-75"}
-        assert host.switch.served == len(metas)
+        assert host.probe.served == len(metas)
 
 
 async def test_unknown_episodes_get_the_endpoints_answer(envhost_settings: Settings) -> None:
@@ -290,7 +327,7 @@ async def test_unknown_episodes_get_the_endpoints_answer(envhost_settings: Setti
         fast, sdk = await host.both(
             "/episodes/ep_missing/mcp", json=body, headers=call_headers("get_city_id")
         )
-        assert host.switch.served == 0
+        assert host.probe.served == 0
     assert_same(fast, sdk)
     assert fast.status_code == 404  # an episode not open here: 404, as at connect
     assert "ep_missing" in fast.json()["detail"]
@@ -309,10 +346,11 @@ async def test_bearer_token(
         if authorization is not None:
             headers["authorization"] = authorization
         else:
-            host.client.headers.pop("authorization")
+            for client in host.clients:
+                client.headers.pop("authorization")
         body = call_body("get_city_id", {"name": "Paris"})
-        fast, sdk = await host.both(host.path, json=body, headers=headers)
-        assert host.switch.served == int(served)
+        fast, sdk = await host.both(json=body, headers=headers)
+        assert host.probe.served == int(served)
     assert_same(fast, sdk)
     assert fast.status_code == (200 if served else 401)
 
@@ -320,13 +358,15 @@ async def test_bearer_token(
 async def test_served_calls_are_counted_in_the_metrics(envhost_settings: Settings) -> None:
     async with envhost_app(envhost_settings()) as host:
         body = call_body("get_city_id", {"name": "Paris"})
-        await host.both(host.path, json=body, headers=call_headers("get_city_id"))
-        metrics = (await host.client.get("/metrics")).text
+        await host.both(json=body, headers=call_headers("get_city_id"))
+        assert host.probe.served == 1
+        metrics = [(await client.get("/metrics")).text for client in host.clients]
     line = (
         'astra_http_requests_total{method="POST",route="/episodes/{episode_id}/mcp",'
-        'service="envhost",status="200"} 2.0'
+        'service="envhost",status="200"} 1.0'
     )
-    assert line in metrics  # one call answered by the fast path, one by the SDK
+    # The call the fast path answered is counted as the SDK path's is: same labels.
+    assert [line in text for text in metrics] == [True, True]
 
 
 SCHEMAS = [
@@ -365,14 +405,16 @@ def test_other_schemas_have_no_shape(schema: dict[str, Any]) -> None:
     assert argument_shape(Draft202012Validator(schema)) is None
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path-on", "fast-path-off"])
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_sdk_clients_in_both_modes(
-    mode: str, database_url: str, envhost_settings: Settings
+    mode: str, fast_path: bool, database_url: str, envhost_settings: Settings
 ) -> None:
     spec = weather_spec()
     await register(database_url, spec)
-    app = create_app(envhost_settings())
-    switch = FastPathSwitch(app.state.tool_call_fast_path)
+    app = create_app(envhost_settings(tool_call_fast_path=fast_path))
+    assert has_fast_path(app) == fast_path
+    probe = ServedCount(app.state.tool_call_fast_path) if fast_path else None
     async with app.router.lifespan_context(app):
         transport = httpx2.ASGITransport(app=app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
@@ -386,4 +428,87 @@ async def test_sdk_clients_in_both_modes(
     assert second.structured_content is not None
     assert (first.structured_content["lookups"], second.structured_content["lookups"]) == (1, 2)
     assert second.structured_content["days"] == 2
-    assert switch.served == (2 if mode == "auto" else 0)
+    if probe is not None:
+        assert probe.served == (2 if mode == "auto" else 0)
+
+
+@pytest.fixture
+def fast_path_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests any fast path in this process answered itself."""
+    answered: list[str] = []
+    serve = ToolCallFastPath.serve
+
+    async def counted(
+        self: ToolCallFastPath, scope: Scope, receive: Receive, send: Send
+    ) -> Receive | None:
+        fallback = await serve(self, scope, receive, send)
+        if fallback is None:
+            answered.append(scope["path"])
+        return fallback
+
+    monkeypatch.setattr(ToolCallFastPath, "serve", counted)
+    return answered
+
+
+async def call_once(app: Any, database_url: str) -> httpx.Response:
+    """One tools/call the fast path would serve, sent to a fresh episode of ``app``."""
+    spec = weather_spec()
+    await register(database_url, spec)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            created = await client.post("/v1/episodes", json={"env_id": spec.id})
+            assert created.status_code == 201
+            return await client.post(
+                f"/episodes/{created.json()['id']}/mcp",
+                json=call_body("get_city_id", {"name": "Paris"}),
+                headers=call_headers("get_city_id"),
+            )
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
+async def test_the_setting_turns_the_fast_path_off(
+    enabled: bool, fast_path_answers: list[str], database_url: str, envhost_settings: Settings
+) -> None:
+    app = create_app(envhost_settings(tool_call_fast_path=enabled))
+    assert has_fast_path(app) == enabled
+    reply = await call_once(app, database_url)
+    assert reply.status_code == 200
+    assert reply.json()["result"]["structuredContent"] == {"city_id": "c-75"}
+    assert len(fast_path_answers) == int(enabled)  # off: the SDK answered
+
+
+def test_the_installed_sdk_is_the_tested_one() -> None:
+    """The default (on) holds only where the pinned SDK is the one the path was tested with."""
+    assert SDK_GUARD.allows()
+
+
+@pytest.mark.parametrize("untested", [{"mcp": "2.4.0"}, {"mcp-types": "2.3.1"}])
+async def test_an_untested_sdk_version_leaves_the_fast_path_out_with_a_warning(
+    untested: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fast_path_answers: list[str],
+    database_url: str,
+    envhost_settings: Settings,
+) -> None:
+    versions = {"mcp": "2.3.0", "mcp-types": "2.3.0"} | untested
+    guard = LibraryGuard(
+        SDK_GUARD.tested,
+        what=SDK_GUARD.what,
+        setting=SDK_GUARD.setting,
+        version_of=versions.__getitem__,  # the version lookup's unit test double
+    )
+    monkeypatch.setattr(astra_envhost.app, "SDK_GUARD", guard)
+    with caplog.at_level(logging.WARNING, logger="astra.library_guard"):
+        app = create_app(envhost_settings())
+        create_app(envhost_settings())  # a second app: the verdict is kept, no second line
+    assert not has_fast_path(app)
+    [record] = caplog.records
+    [(library, installed)] = untested.items()
+    message = record.getMessage()
+    for part in (library, f"version {installed}", "==2.3.0", "ASTRA_ENVHOST_TOOL_CALL_FAST_PATH"):
+        assert part in message, part
+    reply = await call_once(app, database_url)
+    assert reply.json()["result"]["structuredContent"] == {"city_id": "c-75"}
+    assert fast_path_answers == []  # the SDK answered

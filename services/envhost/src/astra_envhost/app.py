@@ -24,7 +24,7 @@ from astra_envhost.api import (
 )
 from astra_envhost.episodes import EnvironmentKind, EpisodeManager
 from astra_envhost.executions import ExecutionRunner
-from astra_envhost.fast_path import ToolCallFastPath, ToolCallFastPathMiddleware
+from astra_envhost.fast_path import SDK_GUARD, ToolCallFastPath, ToolCallFastPathMiddleware
 from astra_envhost.kinds import SandboxFactory, builtin_kinds
 from astra_envhost.mcp_server import (
     ClientEpisodes,
@@ -168,17 +168,19 @@ def create_app(
         MCPRoute("/episodes/{episode_id}/mcp", endpoint=endpoint, methods=MCP_METHODS)
     )
     # Outermost of the app's middleware: tools/call on an episode skips routing and the rest.
-    metrics = app.state.metrics
-    fast_path = ToolCallFastPath(
-        manager,
-        security_settings=session_manager.security_settings,
-        max_body_bytes=session_manager.max_request_body_size,
-        server_info=mcp_server.server_info_stamp,
-        api_token=token,
-        requests=metrics.requests,
-        latency=metrics.latency,
-    )
-    app.add_middleware(ToolCallFastPathMiddleware, fast_path=fast_path)
+    fast_path: ToolCallFastPath | None = None
+    if settings.tool_call_fast_path and SDK_GUARD.allows():
+        metrics = app.state.metrics
+        fast_path = ToolCallFastPath(
+            manager,
+            security_settings=session_manager.security_settings,
+            max_body_bytes=session_manager.max_request_body_size,
+            server_info=mcp_server.server_info_stamp,
+            api_token=token,
+            requests=metrics.requests,
+            latency=metrics.latency,
+        )
+        app.add_middleware(ToolCallFastPathMiddleware, fast_path=fast_path)
     app.state.tool_call_fast_path = fast_path
     app.state.episodes = manager
     app.state.sandbox_workers = workers

@@ -19,6 +19,10 @@ The call then goes straight to ``EpisodeManager.call_tool``, as the SDK path's h
 (argument validation against the tool's JSON schema, the call record, the journal), and the
 reply is the JSON-RPC response the SDK would send: same status, headers and ``CallToolResult``.
 
+The path is switchable (``ASTRA_ENVHOST_TOOL_CALL_FAST_PATH``, on by default) and guarded:
+``create_app`` leaves it out on an MCP SDK version other than the one it was tested against
+(``SDK_GUARD``), with one warning, since a new SDK may check or answer differently.
+
 Anything else (another path or method, the session handshake, ``Mcp-Param-*`` headers, a
 request any check rejects, an episode not open here) goes to the app unchanged, with the body
 it has read replayed, so every error keeps coming from one place: the SDK (or the endpoint's
@@ -54,8 +58,17 @@ from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from astra_common.library_guard import LibraryGuard
 from astra_envhost.episodes import EpisodeError, EpisodeManager
 from astra_envhost.mcp_results import call_tool_result
+
+SDK_GUARD = LibraryGuard(
+    {"mcp": "==2.3.0", "mcp-types": "==2.3.0"},
+    what="envhost's tools/call fast path",
+    setting="ASTRA_ENVHOST_TOOL_CALL_FAST_PATH",
+)
+"""The MCP SDK versions whose checks and replies the fast path was tested to equal; on any
+other the app leaves the path out (``create_app``)."""
 
 ROUTE = "/episodes/{episode_id}/mcp"
 """The route the fast path serves (its metrics label)."""
