@@ -9,6 +9,11 @@ so the policy client's retries, timeouts and error messages do not change. It ha
 Content-Length, chunked (with trailers) and read-until-close bodies, gzip/deflate, 1xx
 responses, a cap on connections and idle expiry; a reused idle connection that the server
 closed before answering is retried once on a fresh one.
+
+The pool mirrors httpx's request bytes and exceptions and reads private httpx attributes, so it
+is used only with the httpx version it was tested against (``HTTPX_GUARD``): on any other,
+``bypasses_nothing`` answers False, with one warning, and every request goes through httpx.
+``ASTRA_ROLLOUT_POLICY_DIRECT_HTTP=false`` (the client's ``direct_http``) turns it off outright.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ from typing import Any
 
 import httpx
 
+from astra_common.library_guard import LibraryGuard
+
+HTTPX_GUARD = LibraryGuard(
+    {"httpx": "==0.28.1"},
+    what="the rollout's direct HTTP/1.1 pool for policy endpoints",
+    setting="ASTRA_ROLLOUT_POLICY_DIRECT_HTTP",
+)
+"""The httpx versions whose request bytes, exception types and private attributes the pool
+was tested against."""
+
 
 def encode_json(body: dict[str, Any]) -> bytes:
     """``body`` as ``httpx`` encodes ``json=``: compact, UTF-8, no NaN (ValueError)."""
@@ -29,9 +44,12 @@ def encode_json(body: dict[str, Any]) -> bytes:
 
 
 def bypasses_nothing(http: httpx.AsyncClient, url: httpx.URL) -> bool:
-    """Whether posting to ``url`` past ``http`` skips nothing it would have done: a plain
-    ``http://`` URL without credentials, and a client on its default transport (no mock or
-    ASGI transport, no proxy for the URL) with no auth, params or event hooks."""
+    """Whether posting to ``url`` past ``http`` skips nothing it would have done: httpx at a
+    tested version (``HTTPX_GUARD``), a plain ``http://`` URL without credentials, and a client
+    on its default transport (no mock or ASGI transport, no proxy for the URL) with no auth,
+    params or event hooks."""
+    if not HTTPX_GUARD.allows():
+        return False
     transport = http._transport  # httpx has no public accessor for these
     return (
         url.scheme == "http"

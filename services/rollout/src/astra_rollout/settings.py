@@ -55,7 +55,8 @@ class RolloutSettings(ServiceSettings):
     policy_direct_http: bool = True
     """Post plain `http://` policy endpoints over the rollout's own keep-alive HTTP/1.1 pool
     (far less CPU per request at hundreds of episodes in flight); off: always through httpx,
-    as for `https://` endpoints."""
+    as for `https://` endpoints. The pool also stays unused, with a warning, on an httpx
+    version it was not tested against."""
 
     policy_timeout_s: float = 300.0
     """Timeout of one chat-completion request."""
