@@ -24,8 +24,11 @@ import pytest
 import astra_rollout.policy_http
 from astra_common.library_guard import LibraryGuard
 from astra_proto import Message
+from astra_rollout.app import create_app
+from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.policy import PolicyClient, PolicyError, SamplingParams
 from astra_rollout.policy_http import HTTPX_GUARD, ConnectionPool
+from astra_rollout.settings import RolloutSettings
 
 MESSAGES = [Message(role="user", content="Say hi. ✓")]
 SAMPLING = SamplingParams(max_tokens=8)
@@ -361,6 +364,21 @@ async def test_a_closed_shared_client_refuses_as_before(way: Way) -> None:
         await client.http.aclose()
         with pytest.raises(RuntimeError, match="client has been closed"):
             await complete(client)
+
+
+async def test_the_setting_reaches_the_policy_clients_of_the_service(
+    way: Way, redis_url: str
+) -> None:
+    """``ASTRA_ROLLOUT_POLICY_DIRECT_HTTP`` decides the way of the clients batches,
+    evaluations and teacher runs use."""
+    app = create_app(RolloutSettings(redis_url=redis_url, policy_direct_http=way.direct))
+    async with app.router.lifespan_context(app), serving(ok) as server:
+        client = app.state.batches.policy_client(PolicyEndpoint(base_url=server.url, model="m"))
+        try:
+            assert await complete(client) == "hi"
+        finally:
+            await client.aclose()
+    assert bool(way.lean_posts) == way.direct
 
 
 def test_the_installed_httpx_is_the_tested_one() -> None:
