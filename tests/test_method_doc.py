@@ -17,17 +17,9 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from fastapi import FastAPI
+from service_apps import routes_by_service
 
 from astra.cli import app as cli_app
-from astra_envhost.app import create_app as create_envhost
-from astra_envhost.settings import EnvhostSettings
-from astra_rollout.app import create_app as create_rollout
-from astra_rollout.settings import RolloutSettings
-from astra_synth.app import create_app as create_synth
-from astra_synth.settings import SynthSettings
-from astra_trainer.app import create_app as create_trainer
-from astra_trainer.settings import TrainerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METHOD_PAGE = REPO_ROOT / "docs" / "method.md"
@@ -41,7 +33,6 @@ PACKAGE_ROOTS = {
     "astra_rollout": REPO_ROOT / "services" / "rollout" / "src" / "astra_rollout",
     "astra_trainer": REPO_ROOT / "services" / "trainer" / "src" / "astra_trainer",
 }
-NO_REDIS = "redis://127.0.0.1:1/0"  # the apps are only built, never started
 
 _CODE = r"[ABC][1-9]?"
 _SPAN = rf"{_CODE}(?:\s*[-\u2013]\s*{_CODE})?"
@@ -173,35 +164,7 @@ def cli_problem(root: object, command_line: str) -> str | None:
 
 def service_routes(tmp_path: Path) -> set[tuple[str, str]]:
     """(method, path) of every route of the four services; ``*`` stands for any method."""
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
-    apps: list[FastAPI] = [
-        create_synth(
-            SynthSettings(
-                database_url=database_url, redis_url=NO_REDIS, data_dir=str(tmp_path / "synth")
-            )
-        ),
-        create_envhost(
-            EnvhostSettings(database_url=database_url, sandbox="none", allow_unsandboxed=True)
-        ),
-        create_rollout(RolloutSettings(redis_url=NO_REDIS)),
-        create_trainer(
-            TrainerSettings(
-                redis_url=NO_REDIS,
-                checkpoint_dir=tmp_path / "checkpoints",
-                model_dir=tmp_path / "models",
-            )
-        ),
-    ]
-    routes: set[tuple[str, str]] = set()
-    for app in apps:
-        for path, operations in app.openapi()["paths"].items():
-            routes.update((method.upper(), path) for method in operations)
-        for route in app.routes:  # the MCP routes, which OpenAPI does not list
-            path = getattr(route, "path", None)
-            if isinstance(path, str):
-                for method in getattr(route, "methods", None) or {"*"}:
-                    routes.add((method, path))
-    return routes
+    return set().union(*routes_by_service(tmp_path).values())
 
 
 # The page against the code.
