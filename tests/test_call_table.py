@@ -130,7 +130,7 @@ def scan_module(module: str, source: str) -> Iterator[Call]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id in REDIS_CONSTANTS:
             yield Call("Redis", REDIS_CONSTANTS[node.id], module)
-        elif isinstance(node, ast.ImportFrom) and node.module == "mcp":
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mcp":
             if any(alias.name == "Client" for alias in node.names):
                 yield Call("MCP", "client", module)
         elif id(node) in not_strings:
@@ -160,6 +160,8 @@ def scan_packages(packages: dict[str, Path] = CALLER_PACKAGES) -> set[Call]:
 
 def table_rows(page: str) -> list[Row]:
     """The rows of the first table under the section heading (header and rule left out)."""
+    if SECTION not in page:
+        raise ValueError(f"the page has no section {SECTION!r}")
     section = page.split(SECTION, 1)[1].split("\n## ", 1)[0]
     lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
     rows = []
