@@ -23,7 +23,11 @@ from astra_synth.trajectories.chains import (
 from astra_synth.trajectories.emulator import SYSTEM_EMULATE
 from astra_synth.trajectories.graph import SYSTEM_PROPOSE
 from astra_synth.trajectories.judge import SYSTEM_JUDGE
-from astra_synth.trajectories.tasks import SYSTEM_AUGMENT, SYSTEM_SERVER_TASKS, SYSTEM_TASK_QUALITY
+from astra_synth.trajectories.user_tasks import (
+    SYSTEM_AUGMENT,
+    SYSTEM_SERVER_TASKS,
+    SYSTEM_TASK_QUALITY,
+)
 
 STAGE_OF_PROMPT = {
     SYSTEM_PROPOSE: "propose",

@@ -27,7 +27,7 @@ from astra_synth.procedural import (
     generation_rate,
 )
 from astra_synth.procedural.answers import holds_answer, normalise
-from astra_synth.procedural.tasks import compatible_hops
+from astra_synth.procedural.question_dags import compatible_hops
 
 PREFIXES = sorted({kind.prefix for domain in DOMAINS.values() for kind in domain.kinds})
 ENTITY_ID = re.compile(rf"\b(?:{'|'.join(PREFIXES)})-\d{{5}}\b")

@@ -16,7 +16,7 @@ from astra_proto import StageProgress
 from astra_synth.llm import LLMRequestRejected, LLMUnavailable, LLMUsage
 from astra_synth.trajectories.models import Chain, Toolset
 from astra_synth.trajectories.settings import TrajectorySettings
-from astra_synth.trajectories.tasks import synthesize_tasks
+from astra_synth.trajectories.user_tasks import synthesize_tasks
 from astra_synth.trajectories.walks import unbound_arguments
 
 TOOLSET = Toolset(id="weather-ts", servers=[WEATHER], created_at=datetime(2026, 1, 1, tzinfo=UTC))

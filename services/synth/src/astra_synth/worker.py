@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 
 from astra_common.service import configure_logging, load_settings
-from astra_synth.jobs.tasks import register_job_tasks
+from astra_synth.jobs.celery_tasks import register_job_tasks
 from astra_synth.settings import SynthSettings
 
 PING_TASK = "astra.synth.ping"

@@ -16,18 +16,18 @@ from pydantic import BaseModel
 from astra_common.db import Database, ImmutableError, NotFoundError
 from astra_common.query_bounds import QueryOffset
 from astra_proto import JobKind, JobRejectionPage, JobState, StageProgress, SynthesisJob
+from astra_synth.jobs.celery_tasks import (
+    DATASET_JOB_TASK,
+    ENVIRONMENT_JOB_TASK,
+    TASK_JOB_TASK,
+    TRAJECTORY_JOB_TASK,
+)
 from astra_synth.jobs.requests import (
     MAX_QA_BYTES,
     DatasetJobRequest,
     EnvironmentJobRequest,
     TaskJobRequest,
     TrajectoryJobRequest,
-)
-from astra_synth.jobs.tasks import (
-    DATASET_JOB_TASK,
-    ENVIRONMENT_JOB_TASK,
-    TASK_JOB_TASK,
-    TRAJECTORY_JOB_TASK,
 )
 from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.store import TrajectoryStore

@@ -34,7 +34,7 @@ from astra_synth.trajectories.export import export_dataset
 from astra_synth.trajectories.judge import Judge, JudgeReport
 from astra_synth.trajectories.models import SynthTask, TaskSynthesis, Toolset
 from astra_synth.trajectories.store import TrajectoryStore
-from astra_synth.trajectories.tasks import synthesize_tasks
+from astra_synth.trajectories.user_tasks import synthesize_tasks
 
 TASK_STAGES = ["proposals", "graph", "chains", "tasks"]
 TRAJECTORY_STAGES = [*TASK_STAGES, "trajectories", "judged", "exported"]

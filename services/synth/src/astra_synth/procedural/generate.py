@@ -8,8 +8,8 @@ from random import Random
 
 from astra_proto import EnvironmentSpec, Provenance, ScenarioType, SubQuestion
 from astra_synth.procedural.domains import DOMAINS
+from astra_synth.procedural.question_dags import Task, compatible_hops, compose
 from astra_synth.procedural.splits import GENERATOR, SPLITS, Partition, split_of
-from astra_synth.procedural.tasks import Task, compatible_hops, compose
 from astra_synth.procedural.tools import build_tools
 from astra_synth.procedural.world import build_world
 

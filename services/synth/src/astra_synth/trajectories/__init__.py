@@ -19,13 +19,13 @@ from astra_synth.trajectories.models import (
 )
 from astra_synth.trajectories.settings import TrajectorySettings
 from astra_synth.trajectories.store import TrajectoryStore
-from astra_synth.trajectories.tasks import synthesize_tasks
 from astra_synth.trajectories.toolsets import (
     build_toolset,
     server_from_json,
     server_from_mcp,
     server_from_openapi,
 )
+from astra_synth.trajectories.user_tasks import synthesize_tasks
 
 __all__ = [
     "Chain",

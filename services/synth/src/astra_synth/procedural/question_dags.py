@@ -1,4 +1,4 @@
-"""Tasks: walks composed into a sub-question DAG of a scenario type, with q0 and a0.
+"""Question DAGs: walks composed into a sub-question DAG of a scenario type, with q0 and a0.
 
 Shapes by scenario type (``hops`` is the DAG's longest dependency chain, an aggregation
 leaf included, as ``EnvironmentSpec.hops`` counts it):

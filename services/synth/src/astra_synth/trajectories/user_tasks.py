@@ -1,4 +1,4 @@
-"""Tasks: chain-conditioned and server-only tasks, augmentation that keeps language and
+"""User tasks: chain-conditioned and server-only tasks, augmentation that keeps language and
 intent, and thresholds on question quality, scenario realism and tool-use necessity."""
 
 from __future__ import annotations
