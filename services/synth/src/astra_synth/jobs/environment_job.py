@@ -9,37 +9,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
-from astra_common.db import Database
 from astra_common.db.repositories import Registration
 from astra_common.retry import retry_transient
-from astra_proto import EnvironmentSpec, JobState, Provenance, SynthesisJob
+from astra_proto import EnvironmentSpec, JobState, SynthesisJob
+from astra_synth.jobs.environment_source import EnvironmentSource, JobContext
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.lifecycle import RunningJob, run_job
-from astra_synth.jobs.progress import JobProgress
+from astra_synth.jobs.procedural_source import ProceduralSource
 from astra_synth.jobs.requests import EnvironmentJobRequest
-from astra_synth.procedural import (
-    attach_certificate,
-    certificate_from_outcomes,
-    generate_environments,
-    reference_calls,
-)
+from astra_synth.procedural import attach_certificate, certificate_from_outcomes, reference_calls
 from astra_synth.settings import SynthSettings
 
-PROCEDURAL_STAGES = ["generated", "verified", "registered"]
-LLM_STAGES = ["decomposed", "passed_quality", "tools_verified", "merged", "registered"]
 
+def source_for(request: EnvironmentJobRequest) -> EnvironmentSource:
+    """The source that serves ``request``: procedural, or the LLM pipeline."""
+    if request.resolved_source() == "procedural":
+        return ProceduralSource()
+    from astra_synth.jobs.llm_source import LlmSource  # the heavier path, imported when used
 
-@dataclass
-class JobContext:
-    """What a running job needs besides its request."""
-
-    job_id: str
-    database: Database
-    settings: SynthSettings
-    executor: EnvironmentExecutor
-    progress: JobProgress
+    return LlmSource()
 
 
 ExecutorFactory = Callable[[SynthSettings], EnvironmentExecutor]
@@ -50,50 +39,25 @@ async def run_environment_job(
     settings: SynthSettings,
     *,
     executor_factory: ExecutorFactory | None = None,
+    sources: Callable[[EnvironmentJobRequest], EnvironmentSource] = source_for,
 ) -> JobState:
     """Run the job to a terminal state and return it; a job that is already terminal (done,
-    or cancelled before a worker picked it up) is left as it is."""
+    or cancelled before a worker picked it up) is left as it is. ``sources`` picks the source
+    of a request's environments."""
     factory = executor_factory or EnvironmentExecutor.from_settings
 
     def stages(job: SynthesisJob) -> list[str]:
-        source = EnvironmentJobRequest.model_validate(job.params).resolved_source()
-        return PROCEDURAL_STAGES if source == "procedural" else LLM_STAGES
+        return list(sources(EnvironmentJobRequest.model_validate(job.params)).stages)
 
     async def body(job: RunningJob) -> None:
         request = EnvironmentJobRequest.model_validate(job.job.params)
+        source = sources(request)
         async with factory(settings) as executor:
             context = JobContext(job_id, job.database, settings, executor, job.progress)
-            if request.resolved_source() == "procedural":
-                job.progress.set_total("generated", request.count)
-                specs = _procedural(request, job_id)
-            else:
-                from astra_synth.jobs.llm_source import llm_environments  # the heavier path
-
-                specs = llm_environments(request, context)
+            specs = source.environments(request, context)
             await _verify_and_register(context, specs, request.concurrency)
 
     return await run_job(job_id, settings, stages, body, yield_stats=True)
-
-
-async def _procedural(
-    request: EnvironmentJobRequest, job_id: str
-) -> AsyncIterator[EnvironmentSpec]:
-    specs = await asyncio.to_thread(
-        generate_environments,
-        request.count,
-        request.seed,
-        request.domains,
-        request.hops,
-        request.scenario_types,
-        request.split,
-    )
-    for spec in specs:
-        yield _with_job(spec, job_id)
-
-
-def _with_job(spec: EnvironmentSpec, job_id: str) -> EnvironmentSpec:
-    provenance = spec.provenance or Provenance(source="procedural")
-    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})
 
 
 async def _verify_and_register(

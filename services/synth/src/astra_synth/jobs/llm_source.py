@@ -4,10 +4,10 @@ against the job's OpenAI-compatible endpoint, with a response cache under the da
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
+from astra_synth.jobs.environment_source import JobContext
 from astra_synth.jobs.requests import EnvironmentJobRequest
 from astra_synth.llm import LLMUsage
 from astra_synth.llm_endpoint import chat_model
@@ -20,10 +20,23 @@ from astra_synth.llm_pipeline import (
     synthesize,
 )
 
-if TYPE_CHECKING:
-    from astra_synth.jobs.environment_job import JobContext
-
 MAX_LINE_ERRORS_KEPT = 100
+LLM_STAGES = ("decomposed", "passed_quality", "tools_verified", "merged", "registered")
+
+
+class LlmSource:
+    """Environments of the LLM pipeline from QA pairs or knowledge; certified as they pass."""
+
+    @property
+    def stages(self) -> Sequence[str]:
+        """The pipeline's stages, ``registered`` included."""
+        return LLM_STAGES
+
+    def environments(
+        self, request: EnvironmentJobRequest, context: JobContext
+    ) -> AsyncIterator[EnvironmentSpec]:
+        """See ``llm_environments``."""
+        return llm_environments(request, context)
 
 
 async def llm_environments(
