@@ -16,12 +16,6 @@ from astra_common.db import Database
 from astra_common.health import database_check
 from astra_common.service import StartupError, bearer_auth, create_service_app
 from astra_envhost import __version__
-from astra_envhost.api import (
-    RedirectToOwner,
-    episodes_router,
-    executions_router,
-    redirect_to_owner,
-)
 from astra_envhost.episodes import EnvironmentKind, EpisodeManager
 from astra_envhost.executions import ExecutionRunner
 from astra_envhost.fast_path import SDK_GUARD, ToolCallFastPath, ToolCallFastPathMiddleware
@@ -33,6 +27,8 @@ from astra_envhost.mcp_server import (
     security_settings,
 )
 from astra_envhost.registry import EnvironmentRegistry
+from astra_envhost.routes.episodes import RedirectToOwner, episodes_router, redirect_to_owner
+from astra_envhost.routes.executions import executions_router
 from astra_envhost.sandbox import (
     SandboxBackend,
     SandboxLimits,

@@ -24,18 +24,18 @@ from astra_proto import (
     Trajectory,
 )
 from astra_rollout import __version__
-from astra_rollout.api import batches_router
 from astra_rollout.batch_models import DistractorOptions
 from astra_rollout.batches import BatchRunner, DistractorSelector
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
 from astra_rollout.evaluation import EvaluationRunner
-from astra_rollout.evaluation_api import evaluations_router
 from astra_rollout.policy import PolicyClient
 from astra_rollout.registry_client import EnvironmentSource, SynthRegistry
+from astra_rollout.routes.batches import batches_router
+from astra_rollout.routes.evaluations import evaluations_router
+from astra_rollout.routes.teacher import teacher_router
 from astra_rollout.settings import RolloutSettings
 from astra_rollout.teacher import TeacherRunner, TeacherRunRequest
-from astra_rollout.teacher_api import teacher_router
 
 REDIS_CONNECTIONS = 32
 """Connections to Redis per process (policy-version reads and stream writes are short)."""

@@ -11,8 +11,8 @@ from astra_common.policy_pointer import PolicyPointerUnreadable, read_policy_poi
 from astra_common.service import closing_lifespan, create_service_app
 from astra_proto import POLICY_KEY, PolicyPointer
 from astra_trainer import __version__
-from astra_trainer.api import runs_router
 from astra_trainer.metrics import RunMetricsCollector
+from astra_trainer.routes.runs import runs_router
 from astra_trainer.runs import RunManager
 from astra_trainer.settings import TrainerSettings
 

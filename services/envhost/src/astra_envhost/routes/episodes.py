@@ -1,4 +1,4 @@
-"""envhost REST API: episodes over HTTP (the rollout path); one-off sandboxed executions."""
+"""envhost REST routes of episodes over HTTP (the rollout path)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,10 @@ from astra_envhost.episodes import (
     InvalidRequest,
     LiveEpisode,
 )
-from astra_envhost.executions import ExecutionRunner, InvalidExecution
 from astra_envhost.registry import UnknownEnvironment
 from astra_proto import (
     Episode,
     EpisodeRequest,
-    ExecutionRequest,
-    ExecutionResult,
     RewardBreakdown,
     ScoreRequest,
 )
@@ -121,24 +118,6 @@ def episodes_router(manager: EpisodeManager, auth: Callable[..., Awaitable[None]
         await open_episode(episode_id, request)
         await manager.close(episode_id)
         return Response(status_code=204)
-
-    return router
-
-
-def executions_router(runner: ExecutionRunner, auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    """``POST /executions``: run tool calls once in a fresh sandbox (synthesis verifies tools)."""
-    router = APIRouter(prefix="/executions", tags=["executions"])
-
-    @router.post(
-        "",
-        dependencies=[Depends(auth)],
-        summary="Run calls in order in one fresh sandbox built from the given tools",
-    )
-    async def execute(body: ExecutionRequest) -> ExecutionResult:
-        try:
-            return await runner.run(body)
-        except InvalidExecution as exc:
-            raise HTTPException(422, detail=str(exc)) from None
 
     return router
 
