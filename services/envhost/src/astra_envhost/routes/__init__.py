@@ -1,0 +1,1 @@
+"""envhost REST routes, one module per topic."""

@@ -1,0 +1,1 @@
+"""rollout REST routes, one module per topic."""

@@ -1,0 +1,1 @@
+"""trainer REST routes, one module per topic."""
