@@ -17,14 +17,14 @@ from astra_synth import __version__
 from astra_synth.archive import with_trajectory_archiver
 from astra_synth.console import mount_console
 from astra_synth.datasets import datasets_router
-from astra_synth.emulate_api import emulate_router
 from astra_synth.environments import environments_router
-from astra_synth.jobs.api import jobs_router
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.leases import with_lease_keeper
 from astra_synth.llm_endpoint import ChatModels
+from astra_synth.routes.emulate import emulate_router
+from astra_synth.routes.jobs import jobs_router
+from astra_synth.routes.toolsets import toolsets_router
 from astra_synth.settings import SynthSettings
-from astra_synth.toolsets_api import toolsets_router
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.worker import create_celery_app
 
