@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 import astra_envhost.app
 from astra_common.library_guard import LibraryGuard
 from astra_envhost.app import create_app
-from astra_envhost.episodes import argument_shape
+from astra_envhost.argument_shapes import argument_shape
 from astra_envhost.fast_path import SDK_GUARD, ToolCallFastPath, ToolCallFastPathMiddleware
 from astra_envhost.mcp_results import call_tool_result, tool_result
 from astra_envhost.registry import argument_errors
