@@ -26,7 +26,7 @@ from astra.redis_server import free_port
 from astra_proto import Trajectory
 from astra_rollout.app import create_app
 from astra_rollout.settings import RolloutSettings
-from astra_rollout.teacher import TeacherRunRequest
+from astra_rollout.teacher_models import TeacherRunRequest
 
 pytestmark = pytest.mark.integration
 

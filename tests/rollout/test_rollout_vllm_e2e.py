@@ -27,7 +27,8 @@ from astra_rollout.envhost_client import EnvhostClient
 from astra_rollout.policy import PolicyClient, SamplingParams
 from astra_rollout.policy_server import PolicyServer, PolicyServerSettings
 from astra_rollout.settings import RolloutSettings
-from astra_rollout.teacher import TeacherRunner, TeacherRunRequest, TeacherServer, TeacherTask
+from astra_rollout.teacher import TeacherRunner
+from astra_rollout.teacher_models import TeacherRunRequest, TeacherServer, TeacherTask
 from astra_synth.procedural import generate_environments
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

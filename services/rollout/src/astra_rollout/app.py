@@ -35,7 +35,8 @@ from astra_rollout.routes.batches import batches_router
 from astra_rollout.routes.evaluations import evaluations_router
 from astra_rollout.routes.teacher import teacher_router
 from astra_rollout.settings import RolloutSettings
-from astra_rollout.teacher import TeacherRunner, TeacherRunRequest
+from astra_rollout.teacher import TeacherRunner
+from astra_rollout.teacher_models import TeacherRunRequest
 
 REDIS_CONNECTIONS = 32
 """Connections to Redis per process (policy-version reads and stream writes are short)."""

@@ -17,160 +17,41 @@ page by page over REST.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
 
 import httpx
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec, Trajectory
-from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
+from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec
+from astra_rollout.agent import failed_trajectory, run_episode
 from astra_rollout.background import (
     Run,
-    RunStatus,
     RunTable,
     hard_deadline_s,
     within_deadline,
 )
-from astra_rollout.batch_models import PolicyEndpoint
-from astra_rollout.envhost_client import McpToolSession, ToolOutcome, ToolSession
-from astra_rollout.policy import PolicyClient, SamplingParams
+from astra_rollout.envhost_client import McpToolSession, ToolSession
+from astra_rollout.policy import PolicyClient
+from astra_rollout.teacher_emulator import EmulatedSession
+from astra_rollout.teacher_models import (
+    EmulatorOptions,
+    TaskFailure,
+    TeacherRunRequest,
+    TeacherRunStatus,
+    TeacherServer,
+    TeacherTask,
+    TrajectoryPage,
+)
 
-MAX_TASKS = 10_000
-MAX_SERVERS = 1_000
-EMULATOR_HISTORY = 5
 RECENT_FAILURES = 20
 MCP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TeacherServer(_Strict):
-    """A tool server of the tasks: real over MCP (``url``), or documents only (``tools``)."""
-
-    name: str = Field(min_length=1, max_length=128)
-    description: str = Field(default="", max_length=20_000)
-    url: str | None = Field(
-        default=None,
-        pattern=r"^https?://",
-        max_length=2_000,
-        description="Streamable-HTTP MCP endpoint; without it the tools are emulated.",
-    )
-    tools: list[ToolSpec] = Field(
-        default_factory=list,
-        max_length=1_000,
-        description="The tool documents (required without url; with url the server lists them).",
-    )
-
-
-class TeacherTask(_Strict):
-    """One task: the user's request, on one server."""
-
-    id: str = Field(min_length=1, max_length=255)
-    question: str = Field(min_length=1, max_length=100_000)
-    server: str = Field(min_length=1, max_length=128)
-    followup_turns: list[str] = Field(default_factory=list, max_length=64)
-
-
-class EmulatorOptions(_Strict):
-    """The LLM tool emulator for document-only servers."""
-
-    url: str | None = Field(
-        default=None, pattern=r"^https?://", description="synth base URL; default: settings."
-    )
-    failure_rate: float = Field(default=0.2, ge=0.0, le=1.0, description="Calls failed on purpose.")
-    seed: int = Field(default=0, ge=0, description="Trajectory i's failures are drawn with seed+i.")
-    llm_base_url: str | None = Field(
-        default=None, max_length=2_000, description="The emulator's LLM; default: synth's."
-    )
-    llm_model: str | None = Field(default=None, max_length=256)
-
-
-def teacher_limits() -> EpisodeLimits:
-    """20 LLM calls and 240 s per trajectory."""
-    return EpisodeLimits(max_turns=20, timeout_s=240.0)
-
-
-class TeacherRunRequest(_Strict):
-    """Play every task once with the teacher model."""
-
-    tasks: list[TeacherTask] = Field(min_length=1, max_length=MAX_TASKS)
-    servers: list[TeacherServer] = Field(min_length=1, max_length=MAX_SERVERS)
-    policy: PolicyEndpoint = Field(
-        default_factory=PolicyEndpoint,
-        description="The teacher (any OpenAI-compatible endpoint; its key is a setting).",
-    )
-    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.7))
-    limits: EpisodeLimits = Field(default_factory=teacher_limits)
-    emulator: EmulatorOptions = Field(default_factory=EmulatorOptions)
-    system_prompt: str | None = Field(default=None, max_length=100_000)
-    token_ids: bool = Field(
-        default=False, description="Ask for vLLM token ids and logprobs (vLLM teachers only)."
-    )
-    concurrency: int = Field(default=8, ge=1, le=256, description="Trajectories in flight.")
-    label: str | None = Field(default=None, max_length=200)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        names = [s.name for s in self.servers]
-        if len(set(names)) != len(names):
-            raise ValueError("server names must be unique")
-        empty = [s.name for s in self.servers if s.url is None and not s.tools]
-        if empty:
-            raise ValueError(f"servers without url need tool documents: {empty}")
-        unknown = sorted({t.server for t in self.tasks} - set(names))
-        if unknown:
-            raise ValueError(f"tasks name unknown servers: {unknown}")
-        ids = [t.id for t in self.tasks]
-        if len(set(ids)) != len(ids):
-            raise ValueError("task ids must be unique")
-        return self
-
-
-class TaskFailure(_Strict):
-    """A trajectory that ended in an error, and why."""
-
-    task_id: str
-    trajectory_id: str
-    reason: str
-
-
-class TeacherRunStatus(RunStatus):
-    """Progress of a teacher run."""
-
-    label: str | None = None
-    model: str
-    total: int
-    done: int = 0
-    failed: int = Field(default=0, description="Trajectories that ended in an error.")
-    finish_reasons: dict[str, int] = Field(default_factory=dict)
-    tool_calls: int = 0
-    emulated_calls: int = 0
-    injected_failures: int = Field(default=0, description="Emulated calls failed on purpose.")
-    recent_failures: list[TaskFailure] = Field(default_factory=list)
-
-
-class TrajectoryPage(_Strict):
-    """Finished trajectories of a run, in finishing order."""
-
-    items: list[Trajectory]
-    total: int = Field(description="Trajectories finished so far.")
-    next_offset: int | None
-
-
-class EmulatorError(Exception):
-    """The emulator refused or failed a call; the trajectory cannot go on without a result."""
 
 
 @dataclass(frozen=True)
@@ -194,55 +75,6 @@ class PlayTask:
 
     def tool_specs(self) -> list[ToolSpec]:
         return list(self.server.tools)
-
-
-@dataclass
-class EmulatedSession:
-    """Tools of a document-only server, each call answered by synth's emulator."""
-
-    http: httpx.AsyncClient
-    url: str
-    headers: dict[str, str]
-    server: TeacherServer
-    options: EmulatorOptions
-    seed: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    injected: int = 0
-
-    async def list_tools(self) -> list[ToolSpec]:
-        return list(self.server.tools)
-
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> ToolOutcome:
-        body = {
-            "server": self.server.model_dump(mode="json", exclude={"url"}),
-            "tool": name,
-            "arguments": arguments,
-            "history": self.history[-EMULATOR_HISTORY:],
-            "index": len(self.history),
-            "seed": self.seed,
-            "failure_rate": self.options.failure_rate,
-            "llm_base_url": self.options.llm_base_url,
-            "llm_model": self.options.llm_model,
-        }
-        try:
-            response = await self.http.post(
-                f"{self.url}/v1/emulate", json=body, headers=self.headers
-            )
-        except httpx.TransportError as exc:
-            raise EmulatorError(f"the emulator at {self.url} is unreachable: {exc}") from exc
-        if response.status_code != 200:
-            raise EmulatorError(
-                f"the emulator answered HTTP {response.status_code}: {response.text[:500]}"
-            )
-        reply = response.json()
-        output, error = reply.get("output"), reply.get("error")
-        self.injected += bool(reply.get("injected"))
-        self.history.append(
-            {"tool": name, "arguments": arguments, "output": output, "error": error}
-        )
-        if error is not None:
-            return ToolOutcome(text=f"Error: {error}", is_error=True)
-        return ToolOutcome(text=json.dumps(output, ensure_ascii=False), is_error=False)
 
 
 @dataclass
