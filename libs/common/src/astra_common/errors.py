@@ -212,11 +212,11 @@ def declare_error_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
     ``ErrorBody``. Changes ``openapi`` in place and returns it.
     """
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    if "ErrorBody" in schemas:  # declared already
-        return openapi
-    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    # Routes may name ErrorBody in their own responses, so its presence says nothing about
+    # whether this ran: each part below is idempotent instead.
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
     validation = schemas.get("HTTPValidationError")
-    if validation is not None:
+    if validation is not None and "anyOf" not in validation["properties"]["detail"]:
         listed = validation["properties"]["detail"]
         validation["properties"]["detail"] = {
             "title": "Detail",
