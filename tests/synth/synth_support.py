@@ -8,23 +8,75 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
+import redis.asyncio as aioredis
 from envhost_support import envhost
 from http_support import running
 
 from astra.redis_server import free_port
+from astra_common.streams import PublishResult, StreamPublisher
 from astra_envhost.settings import EnvhostSettings
+from astra_proto import (
+    TRAJECTORY_STREAM,
+    FinishReason,
+    Message,
+    RewardBreakdown,
+    StreamEnvelope,
+    Timings,
+    ToolSpec,
+    Trajectory,
+)
 from astra_synth.app import create_app
 from astra_synth.settings import SynthSettings
 
 _redis_databases = itertools.count(1)
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def finished_trajectory(
+    number: int, *, prefix: str = "traj", group_id: str = "group-1"
+) -> Trajectory:
+    """A small finished trajectory as rollout publishes it (id ``{prefix}-{number}``)."""
+    return Trajectory(
+        id=f"{prefix}-{number}",
+        env_id="env_capitals",
+        episode_id=f"ep-{number}",
+        group_id=group_id,
+        policy_version=number % 2,
+        messages=[
+            Message(role="user", content="What is the capital of France?"),
+            Message(role="assistant", content="Paris"),
+        ],
+        tools=[ToolSpec(name="lookup_0", description="Look up one fact.")],
+        reward=RewardBreakdown.compute(1, ["q0"], 1),
+        finish_reason=FinishReason.FINAL_ANSWER,
+        turns=1,
+        timings=Timings(started_at=T0, finished_at=T0 + timedelta(seconds=2)),
+    )
+
+
+def rollout_envelope(trajectory: Trajectory) -> StreamEnvelope[Trajectory]:
+    """The envelope rollout writes: the record id is the trajectory id."""
+    return StreamEnvelope[Trajectory](
+        record_id=trajectory.id, producer="rollout@test", payload=trajectory
+    )
+
+
+async def publish_as_rollout(
+    redis_client: aioredis.Redis, trajectories: Iterable[Trajectory]
+) -> list[PublishResult]:
+    """Publish ``trajectories`` on the trajectory stream through the real publisher."""
+    async with StreamPublisher(redis_client, TRAJECTORY_STREAM) as publisher:
+        return await publisher.publish_many(rollout_envelope(t) for t in trajectories)
 
 
 def private_redis(redis_url: str) -> str:

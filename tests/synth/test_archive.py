@@ -13,60 +13,32 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select, update
-from synth_support import private_redis
+from synth_support import (
+    finished_trajectory,
+    private_redis,
+    publish_as_rollout,
+    rollout_envelope,
+)
 
 from astra.redis_server import RedisServer
 from astra_common.db import Database
 from astra_common.db.migrate import upgrade_async
 from astra_common.db.models import TrajectoryRow
-from astra_common.streams import StreamPublisher, dead_letter_stream
+from astra_common.streams import dead_letter_stream
 from astra_proto import (
     TRAJECTORY_STREAM,
-    FinishReason,
     Message,
-    RewardBreakdown,
     StreamEnvelope,
-    Timings,
-    ToolSpec,
     Trajectory,
 )
 from astra_synth.archive import ARCHIVE_GROUP, MAX_DELIVERIES, TrajectoryArchiver
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 WAIT_S = 60.0
 
 
-def make_trajectory(number: int) -> Trajectory:
-    """A finished trajectory as rollout publishes it."""
-    return Trajectory(
-        id=f"traj-{number}",
-        env_id="env_capitals",
-        episode_id=f"ep-{number}",
-        group_id="group-1",
-        policy_version=number % 2,
-        messages=[
-            Message(role="user", content="What is the capital of France?"),
-            Message(role="assistant", content="Paris"),
-        ],
-        tools=[ToolSpec(name="lookup_0", description="Look up one fact.")],
-        reward=RewardBreakdown.compute(1, ["q0"], 1),
-        finish_reason=FinishReason.FINAL_ANSWER,
-        turns=1,
-        timings=Timings(started_at=T0, finished_at=T0 + timedelta(seconds=2)),
-    )
-
-
-def envelope(trajectory: Trajectory) -> StreamEnvelope[Trajectory]:
-    """The envelope rollout writes: the record id is the trajectory id."""
-    return StreamEnvelope[Trajectory](
-        record_id=trajectory.id, producer="rollout@test", payload=trajectory
-    )
-
-
 async def publish(redis: aioredis.Redis, trajectories: list[Trajectory]) -> None:
-    """Publish through the real publisher, as rollout does."""
-    async with StreamPublisher(redis, TRAJECTORY_STREAM) as publisher:
-        results = await publisher.publish_many(envelope(t) for t in trajectories)
+    """Publish through the real publisher, as rollout does; none is a repeat."""
+    results = await publish_as_rollout(redis, trajectories)
     assert not any(result.duplicate for result in results)
 
 
@@ -151,10 +123,12 @@ async def pending(redis: aioredis.Redis) -> int:
 async def test_published_trajectories_are_archived_once_and_acknowledged(
     redis: aioredis.Redis, database: Database
 ) -> None:
-    trajectories = [make_trajectory(n) for n in range(10)]
+    trajectories = [finished_trajectory(n) for n in range(10)]
     await publish(redis, trajectories)
     # A copy of one record reaching the stream again (a producer retry past its dedupe).
-    await redis.xadd(TRAJECTORY_STREAM, {"data": envelope(trajectories[3]).model_dump_json()})
+    await redis.xadd(
+        TRAJECTORY_STREAM, {"data": rollout_envelope(trajectories[3]).model_dump_json()}
+    )
     worker = archiver(redis, database, "archiver-a")
 
     stored = 0
@@ -177,7 +151,7 @@ async def test_published_trajectories_are_archived_once_and_acknowledged(
 async def test_a_crash_between_write_and_ack_is_taken_over_without_duplicates(
     redis: aioredis.Redis, database: Database
 ) -> None:
-    trajectories = [make_trajectory(n) for n in range(3)]
+    trajectories = [finished_trajectory(n) for n in range(3)]
     await publish(redis, trajectories)
     dead = archiver(redis, database, "archiver-dead")
     await dead.consumer.ensure_group()
@@ -205,7 +179,7 @@ async def test_a_crash_between_write_and_ack_is_taken_over_without_duplicates(
 async def test_prune_deletes_only_trajectories_past_the_retention(
     redis: aioredis.Redis, database: Database
 ) -> None:
-    await publish(redis, [make_trajectory(n) for n in range(3)])
+    await publish(redis, [finished_trajectory(n) for n in range(3)])
     worker = archiver(redis, database, "archiver-a")
     stored = 0
     async with asyncio.timeout(WAIT_S):
@@ -233,10 +207,10 @@ async def test_the_archiver_recreates_its_group_when_the_stream_is_deleted(
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
-        await publish(redis, [make_trajectory(0)])
+        await publish(redis, [finished_trajectory(0)])
         await wait_for_rows(database, 1, task)
         await redis.delete(TRAJECTORY_STREAM)  # e.g. an operator resets the stream
-        await publish(redis, [make_trajectory(1)])
+        await publish(redis, [finished_trajectory(1)])
         await wait_for_rows(database, 2, task)
     finally:
         stop.set()
@@ -249,7 +223,7 @@ async def test_a_pass_rides_out_a_redis_restart(
     server = RedisServer(directory=tmp_path / "redis", persist=True).start()
     client = aioredis.Redis.from_url(server.url, socket_timeout=30)
     try:
-        await publish(client, [make_trajectory(n) for n in range(3)])
+        await publish(client, [finished_trajectory(n) for n in range(3)])
         worker = archiver(client, database, "archiver-a")
         await asyncio.to_thread(server.stop)
         archiving = asyncio.create_task(worker.archive_pass())
@@ -276,10 +250,10 @@ async def test_a_pass_rides_out_a_redis_restart(
 async def test_an_entry_the_database_refuses_is_dead_lettered_and_the_rest_archived(
     redis: aioredis.Redis, postgres: Database
 ) -> None:
-    poison = make_trajectory(1).model_copy(
+    poison = finished_trajectory(1).model_copy(
         update={"messages": [Message(role="user", content="nul \x00 byte")]}
     )
-    await publish(redis, [make_trajectory(0), poison, make_trajectory(2)])
+    await publish(redis, [finished_trajectory(0), poison, finished_trajectory(2)])
     worker = archiver(redis, postgres, "archiver-a", reclaim_idle_s=0)
 
     stored = 0
@@ -304,7 +278,7 @@ async def test_an_entry_the_database_refuses_is_dead_lettered_and_the_rest_archi
 async def test_stopped_archivers_without_pending_entries_leave_the_group(
     redis: aioredis.Redis, database: Database
 ) -> None:
-    await publish(redis, [make_trajectory(n) for n in range(3)])
+    await publish(redis, [finished_trajectory(n) for n in range(3)])
     finished = archiver(redis, database, "archiver-finished")
     await finished.consumer.ensure_group()
     await finished.process(await finished.consumer.read(count=1))

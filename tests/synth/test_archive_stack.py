@@ -10,49 +10,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from synth_support import finished_trajectory, publish_as_rollout
 
-from astra_common.streams import StreamPublisher
-from astra_proto import (
-    TRAJECTORY_STREAM,
-    FinishReason,
-    Message,
-    RewardBreakdown,
-    StreamEnvelope,
-    Timings,
-    ToolSpec,
-    Trajectory,
-)
+from astra_proto import Trajectory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 START_S = 120.0
-
-
-def rollout_trajectory(number: int) -> Trajectory:
-    return Trajectory(
-        id=f"traj-stack-{number}",
-        env_id="env_capitals",
-        episode_id=f"ep-{number}",
-        group_id="group-stack",
-        policy_version=0,
-        messages=[
-            Message(role="user", content="What is the capital of France?"),
-            Message(role="assistant", content="Paris"),
-        ],
-        tools=[ToolSpec(name="lookup_0", description="Look up one fact.")],
-        reward=RewardBreakdown.compute(1, ["q0"], 1),
-        finish_reason=FinishReason.FINAL_ANSWER,
-        turns=1,
-        timings=Timings(started_at=T0, finished_at=T0 + timedelta(seconds=2)),
-    )
 
 
 def launch(state_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
@@ -102,14 +72,13 @@ async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 async def test_a_local_stack_lists_published_trajectories_in_its_console(
     stack: dict[str, Any],
 ) -> None:
-    published = [rollout_trajectory(number) for number in range(3)]
+    published = [
+        finished_trajectory(number, prefix="traj-stack", group_id="group-stack")
+        for number in range(3)
+    ]
     redis = aioredis.Redis.from_url(stack["redis_url"])
     try:  # what rollout does with each finished trajectory
-        async with StreamPublisher(redis, TRAJECTORY_STREAM) as publisher:
-            await publisher.publish_many(
-                StreamEnvelope[Trajectory](record_id=t.id, producer="rollout@test", payload=t)
-                for t in published
-            )
+        await publish_as_rollout(redis, published)
     finally:
         await redis.aclose()
 

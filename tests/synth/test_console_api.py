@@ -18,20 +18,17 @@ import redis.asyncio as aioredis
 from envhost_support import register, weather_spec
 from fastapi import FastAPI, HTTPException
 from http_support import running
-from synth_support import private_redis, synth_service
+from synth_support import private_redis, publish_as_rollout, synth_service
 
 from astra.redis_server import free_port
 from astra_common.db import Database
-from astra_common.streams import StreamPublisher
 from astra_proto import (
-    TRAJECTORY_STREAM,
     Episode,
     EpisodeState,
     FinishReason,
     FunctionCall,
     Message,
     RewardBreakdown,
-    StreamEnvelope,
     Timings,
     ToolCall,
     ToolCallRecord,
@@ -227,11 +224,7 @@ async def test_trajectories_published_to_a_running_synth_appear_in_the_console(
     ):
         stream = aioredis.Redis.from_url(stream_url)
         try:
-            async with StreamPublisher(stream, TRAJECTORY_STREAM) as publisher:
-                await publisher.publish_many(
-                    StreamEnvelope[Trajectory](record_id=t.id, producer="rollout@test", payload=t)
-                    for t in published
-                )
+            await publish_as_rollout(stream, published)
         finally:
             await stream.aclose()
 
