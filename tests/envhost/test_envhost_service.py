@@ -291,9 +291,21 @@ async def test_two_replicas_each_hold_their_own_episodes(
             assert moved.status_code == 307
             assert moved.headers["location"] == f"{first}/v1/episodes/{on_first.id}"
         async with httpx.AsyncClient(base_url=second) as http:
-            wrong = await http.post(f"/episodes/{on_first.id}/mcp", json={}, headers=MCP_ACCEPT)
-        assert wrong.status_code == 404  # at connect, naming the URL that serves it
-        assert f"{first}/episodes/{on_first.id}/mcp" in wrong.json()["detail"]
+            wrong = await http.post(
+                f"/episodes/{on_first.id}/mcp", json={"id": 7}, headers=MCP_ACCEPT
+            )
+        # at connect: 307 to the URL that serves it, which the JSON-RPC error names too
+        assert wrong.status_code == 307
+        assert wrong.headers["location"] == f"{first}/episodes/{on_first.id}/mcp"
+        error = wrong.json()
+        assert error["id"] == 7
+        assert f"{first}/episodes/{on_first.id}/mcp" in error["error"]["message"]
+        # the Python SDK follows no redirect off its origin: it fails, naming the URL
+        with pytest.raises(BaseException) as failure:  # noqa: PT011 - inspected below
+            async with Client(f"{second}/episodes/{on_first.id}/mcp") as client:
+                await client.list_tools()
+        messages = [str(leaf) for leaf in leaves(failure.value)]
+        assert any(f"{first}/episodes/{on_first.id}/mcp" in m for m in messages), messages
 
 
 def leaves(error: BaseException) -> list[BaseException]:

@@ -152,7 +152,11 @@ def create_app(
         version=__version__,
         settings=settings,
         routers=[
-            episodes_router(manager, bearer_auth(settings)),
+            episodes_router(
+                manager,
+                bearer_auth(settings),
+                trust_forwarded_headers=settings.trust_forwarded_headers,
+            ),
             executions_router(executions, bearer_auth(settings)),
         ],
         health_checks={"database": database_check(database.engine)},

@@ -182,8 +182,9 @@ class EpisodeManager:
 
     # -- episodes ---------------------------------------------------------------------------
 
-    def mcp_url(self, episode_id: str) -> str:
-        return f"{self.base_url}/episodes/{episode_id}/mcp"
+    def mcp_url(self, episode_id: str, base_url: str | None = None) -> str:
+        """The MCP URL of an episode, at this replica or at ``base_url`` (a gateway)."""
+        return f"{(base_url or self.base_url).rstrip('/')}/episodes/{episode_id}/mcp"
 
     async def create(
         self, request: EpisodeRequest, episode_id: str | None = None, *, for_client: bool = False

@@ -5,7 +5,8 @@ from the request. Per the 2026-07-28 revision, state that spans requests is name
 explicit identifier the client passes on every request (see docs/mcp.md):
 
 - ``/episodes/{episode_id}/mcp`` — the URL names the episode: both protocol generations, any
-  client. An episode not open here fails at connect with 404.
+  client. An episode not open here fails at connect: 307 to the replica that holds it (with a
+  JSON-RPC error naming that URL, for clients that follow no redirect), else 404.
 - ``/envs/{env_id}/mcp`` — the URL names only the environment, so each client's episode hangs
   on its ``Mcp-Session-Id``: this path serves the session handshake and answers the sessionless
   revision with "unsupported version" (its ``server/discover`` lists only session-era versions,
@@ -314,7 +315,11 @@ class MCPEndpoint:
             try:
                 await self.manager.get(episode_id)
             except EpisodeNotFound as exc:
-                await JSONResponse({"detail": str(exc)}, status_code=404)(scope, receive, send)
+                if exc.owner_url:
+                    response = await redirect_to_owner(request, exc.owner_url, str(exc))
+                else:
+                    response = JSONResponse({"detail": str(exc)}, status_code=404)
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -360,6 +365,18 @@ class MCPEndpoint:
         await self.app(scope, receive, send_with_episode)
         if request.method == "DELETE" and session_id is not None:
             await self.clients.end(session_id)
+
+
+async def redirect_to_owner(request: Request, owner_url: str, message: str) -> JSONResponse:
+    """307 to the replica that holds the episode, with a JSON-RPC error naming it.
+
+    A gateway follows the redirect; an MCP client (the SDKs follow none that leave the origin)
+    fails with the error, which names the URL to connect to.
+    """
+    location = owner_url.rstrip("/") + request.url.path
+    error = {"code": INVALID_REQUEST, "message": message, "data": {"location": location}}
+    body = {"jsonrpc": "2.0", "id": await _request_id(request), "error": error}
+    return JSONResponse(body, status_code=307, headers={"Location": location})
 
 
 async def _request_id(request: Request) -> Any:

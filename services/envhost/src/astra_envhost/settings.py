@@ -29,6 +29,12 @@ class EnvhostSettings(ServiceSettings):
     """Extra Host header values MCP accepts (DNS-rebinding protection), comma-separated,
     e.g. envhost,envhost:8080."""
 
+    trust_forwarded_headers: bool = False
+    """Build the MCP URLs handed out (POST /v1/episodes, episode listings) from a request's
+    X-Forwarded-Host and X-Forwarded-Proto, so clients that came through the gateway get the
+    gateway's address; requests without them still get public_url. Turn on only where every
+    request comes through a trusted gateway (as in compose): a client could set them."""
+
     sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
     """Isolation for synthesized tool code: bubblewrap, or none (development only)."""
 
