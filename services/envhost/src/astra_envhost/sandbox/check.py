@@ -210,7 +210,12 @@ def _verify_isolation(
         problems.append("envhost is root and tool code would keep host uid 0 (no run_as)")
     # Without a user namespace (a root envhost) these ids are the host's own.
     expected_ids = [identity.uid] * 3 + [identity.gid] * 3 if identity else [SANDBOX_UID] * 6
-    if probe.get("ids") != expected_ids or probe.get("groups") != []:
+    # In a user namespace, the host's supplementary groups stay with the process and show as
+    # the overflow gid (= SANDBOX_UID): harmless only when the host has none beyond its own
+    # gid (Docker lists a user's primary group again as a supplementary one).
+    own_gid_only = identity is None and set(os.getgroups()) <= {os.getegid()}
+    allowed_groups = ([], [SANDBOX_UID]) if own_gid_only else ([],)
+    if probe.get("ids") != expected_ids or probe.get("groups") not in allowed_groups:
         problems.append(
             f"tool code runs as uids/gids {probe.get('ids')} groups {probe.get('groups')}, "
             f"not {expected_ids}"

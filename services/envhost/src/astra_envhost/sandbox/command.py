@@ -160,15 +160,28 @@ def _system_binds() -> list[str]:
     return args
 
 
+def userns_sysctl_writable(path: str = "/proc/sys/user") -> bool:
+    """Whether bwrap can cap nesting (``--disable-userns`` writes ``max_user_namespaces`` of
+    the sandbox's user namespace). Docker mounts ``/proc/sys`` read-only unless the container
+    runs with ``systempaths=unconfined``; there the seccomp filter alone refuses nesting."""
+    try:
+        return not os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        return False
+
+
 def _namespace_args(run_as: HostIdentity | None) -> list[str]:
     """Namespaces and privileges of the sandbox, by who tool code will be on the host."""
     common = ["--hostname", "sandbox", "--die-with-parent", "--new-session"]
     if run_as is None:
         # An ordinary user: a user namespace maps SANDBOX_UID to that user, with no privilege.
+        # Tool code cannot nest a user namespace of its own: the seccomp filter refuses
+        # unshare, setns and every clone but a thread's; bwrap also caps nesting where it can.
+        nesting = ["--disable-userns"] if userns_sysctl_writable() else []
         return [
             "--unshare-all",  # user, pid, net (loopback only), ipc, uts, cgroup namespaces
             "--unshare-user",
-            "--disable-userns",  # tool code cannot nest a user namespace of its own
+            *nesting,
             "--uid", str(SANDBOX_UID),
             "--gid", str(SANDBOX_UID),
             *common,
