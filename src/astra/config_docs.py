@@ -12,6 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic_settings import BaseSettings
 
+from astra_envhost.gateway import GatewaySettings
 from astra_envhost.settings import EnvhostSettings
 from astra_rollout.settings import RolloutSettings
 from astra_synth.settings import SynthSettings
@@ -20,6 +21,7 @@ from astra_trainer.settings import TrainerSettings
 SETTINGS: dict[str, type[BaseSettings]] = {
     "synth (API and Celery workers)": SynthSettings,
     "envhost": EnvhostSettings,
+    "envhost gateway (astra-envhost-gateway)": GatewaySettings,
     "rollout": RolloutSettings,
     "trainer": TrainerSettings,
 }
@@ -27,7 +29,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 HEADER = """# Configuration
 
 Every service reads its settings from environment variables with its own prefix
-(`ASTRA_SYNTH_`, `ASTRA_ENVHOST_`, `ASTRA_ROLLOUT_`, `ASTRA_TRAINER_`). Invalid values stop
+(`ASTRA_SYNTH_`, `ASTRA_ENVHOST_`, `ASTRA_ROLLOUT_`, `ASTRA_TRAINER_`; the envhost gateway
+`ASTRA_GATEWAY_`). Invalid values stop
 the service at start-up with one line naming the variable. In `production`, a service
 refuses to start without an API token.
 
