@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from test_mcp_clients import inspector, typescript
 
 from astra.redis_server import free_port
 from astra_envhost.gateway import GatewaySettings, create_gateway
@@ -215,6 +216,38 @@ async def test_an_episode_opened_on_a_replica_is_found_by_its_redirect(
                 f"{front}/v1/episodes/{episode.id}/score", json={"final_answer": "21"}
             )
             assert scored.status_code == 200, scored.text
+
+
+async def test_clients_nobody_here_wrote_work_through_the_gateway(
+    database_url: str, envhost_settings: Settings
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    replica = envhost_settings(trust_forwarded_headers=True)
+    other = envhost_settings(trust_forwarded_headers=True)
+    async with (
+        envhost(replica) as first,
+        envhost(other) as second,
+        gateway(first, second) as (front, _),
+        httpx.AsyncClient(base_url=front) as http,
+    ):
+        for sdk, mode in [("v1", "default"), ("v2", "legacy"), ("v2", "auto")]:
+            report = await typescript(sdk, mode, f"{front}/envs/{spec.id}/mcp")
+            assert [r["lookups"] for r in report["results"]] == [1, 2], (sdk, mode, report)
+            assert report["sessionId"]
+        created = await http.post("/v1/episodes", json={"env_id": spec.id})
+        episode = Episode.model_validate(created.json())
+        assert episode.mcp_url.startswith(front)
+        report = await typescript("v2", "modern", episode.mcp_url)
+        assert [r["lookups"] for r in report["results"]] == [1, 2]
+        called = await inspector(
+            episode.mcp_url, "--method", "tools/call", "--tool-name", FORECAST[0],
+            "--tool-arg", "city_id=c-75",
+        )  # fmt: skip
+        assert called["structuredContent"]["lookups"] == 3
+        # the session clients ended their sessions; only the REST episode is open
+        open_now = await open_episode_ids(first, spec.id) + await open_episode_ids(second, spec.id)
+        assert open_now == [episode.id]
 
 
 async def test_without_affinity_a_stopped_replica_is_skipped(

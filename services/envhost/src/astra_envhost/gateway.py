@@ -190,7 +190,10 @@ class Gateway:
             read=None if stream else self.settings.read_timeout_s,
             pool=self.settings.connect_timeout_s,
         )
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # the path as the client wrote it (percent-escapes kept), not as decoded for routing
+        raw_path = request.scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else request.url.path
+        target = path + (f"?{request.url.query}" if request.url.query else "")
 
         async def forward(upstream: Upstream) -> httpx.Response:
             outgoing = self.client.build_request(
