@@ -273,6 +273,30 @@ async def test_without_affinity_a_stopped_replica_is_skipped(
             assert len(await open_episode_ids(first, spec.id)) == 4
 
 
+async def test_forwarded_headers_shape_mcp_urls_only_when_trusted(
+    database_url: str, envhost_settings: Settings
+) -> None:
+    spec = weather_spec()
+    await register(database_url, spec)
+    forwarded = {"x-forwarded-host": "example.org:8101", "x-forwarded-proto": "https"}
+
+    async def mcp_url(base: str, headers: dict[str, str]) -> str:
+        async with httpx.AsyncClient(base_url=base) as http:
+            created = await http.post("/v1/episodes", json={"env_id": spec.id}, headers=headers)
+        assert created.status_code == 201, created.text
+        episode = Episode.model_validate(created.json())
+        assert created.headers["location"] == f"/v1/episodes/{episode.id}"
+        return episode.mcp_url.removesuffix(f"/episodes/{episode.id}/mcp")
+
+    async with envhost(envhost_settings()) as untrusting:
+        assert await mcp_url(untrusting, forwarded) == untrusting
+    async with envhost(envhost_settings(trust_forwarded_headers=True)) as trusting:
+        assert await mcp_url(trusting, forwarded) == "https://example.org:8101"
+        assert await mcp_url(trusting, {}) == trusting  # rollout, inside: the replica's own
+        not_a_host = {"x-forwarded-host": "evil.example/path?x", "x-forwarded-proto": "https"}
+        assert await mcp_url(trusting, not_a_host) == trusting
+
+
 async def test_an_unknown_session_gets_the_404_mcp_prescribes(
     database_url: str, envhost_settings: Settings
 ) -> None:
