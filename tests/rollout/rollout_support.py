@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import httpx2
+import redis.asyncio as aioredis
 from envhost_support import envhost, register, weather_spec
 from http_support import running
 from rollout_stub_policy import ScriptedPolicy, stub_app
@@ -18,6 +19,8 @@ from astra_envhost.settings import EnvhostSettings
 from astra_proto import EnvironmentSpec
 from astra_rollout.envhost_client import EnvhostClient
 from astra_rollout.policy import PolicyClient
+from astra_rollout.run_store import RunStore
+from astra_rollout.work_queue import WorkQueue
 
 
 def multi_turn_spec() -> EnvironmentSpec:
@@ -67,3 +70,21 @@ async def stack(
             http=http,
             episodes=EnvhostClient(envhost_url, http=http, mcp_http=mcp_http),
         )
+
+
+@asynccontextmanager
+async def work_queue(
+    redis_url: str, *, capacity: int = 8, lease_s: float = 60.0, max_deliveries: int = 3
+) -> AsyncIterator[WorkQueue]:
+    """A replica's run store and work queue on ``redis_url`` (register runners on it, then
+    ``start()``); stopped and disconnected at the end."""
+    client = aioredis.Redis.from_url(redis_url)
+    store = RunStore(client, retention_s=3600.0)
+    queue = WorkQueue(
+        client, store, capacity=capacity, lease_s=lease_s, max_deliveries=max_deliveries
+    )
+    try:
+        yield queue
+    finally:
+        await queue.aclose()
+        await client.aclose()

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 from envhost_support import weather_spec
-from rollout_support import stack
+from rollout_support import stack, work_queue
+from synth_support import private_redis
 
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import DistractorRef, EnvironmentSpec, Trajectory
@@ -33,7 +34,7 @@ class Specs:
 
 
 async def test_distractors_chosen_per_group_are_offered_in_every_episode(
-    database_url: str, envhost_settings: Callable[..., EnvhostSettings]
+    database_url: str, redis_url: str, envhost_settings: Callable[..., EnvhostSettings]
 ) -> None:
     spec = weather_spec()
     other = generate_environments(1, seed=0)[0]
@@ -52,9 +53,14 @@ async def test_distractors_chosen_per_group_are_offered_in_every_episode(
     async def version() -> int:
         return 2
 
-    async with stack(database_url, envhost_settings, spec, other) as s:
+    async with (
+        stack(database_url, envhost_settings, spec, other) as s,
+        work_queue(private_redis(redis_url), capacity=2) as queue,
+    ):
         runner = BatchRunner(
             RolloutSettings(max_concurrent_episodes=2, policy_base_url=s.policy_url),
+            store=queue.store,
+            queue=queue,
             episodes=s.episodes,
             registry=Specs(spec),
             publish=publish,
@@ -62,6 +68,7 @@ async def test_distractors_chosen_per_group_are_offered_in_every_episode(
             policy_http=s.http,
             distractors=select,
         )
+        queue.start()
         started = await runner.start(
             BatchRequest(
                 env_ids=[spec.id],
@@ -83,7 +90,9 @@ async def test_distractors_chosen_per_group_are_offered_in_every_episode(
         assert trajectory.reward.n_calls == 2
 
 
-async def test_distractors_asked_of_a_runner_without_selection_are_refused() -> None:
+async def test_distractors_asked_of_a_runner_without_selection_are_refused(
+    redis_url: str,
+) -> None:
     spec = weather_spec()
 
     async def publish(trajectory: Trajectory) -> None:
@@ -92,9 +101,11 @@ async def test_distractors_asked_of_a_runner_without_selection_are_refused() -> 
     async def version() -> int:
         return 0
 
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient() as http, work_queue(private_redis(redis_url)) as queue:
         runner = BatchRunner(
             RolloutSettings(policy_base_url="http://127.0.0.1:9/v1"),
+            store=queue.store,
+            queue=queue,
             episodes=None,  # type: ignore[arg-type]  # never reached
             registry=Specs(spec),
             publish=publish,
@@ -105,5 +116,5 @@ async def test_distractors_asked_of_a_runner_without_selection_are_refused() -> 
             await runner.start(
                 BatchRequest(env_ids=[spec.id], distractors=DistractorOptions(enabled=True))
             )
-    assert refused.value.status == 422
-    assert runner.all() == []
+        assert refused.value.status == 422
+        assert await runner.all() == []

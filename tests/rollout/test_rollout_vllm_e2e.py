@@ -12,6 +12,8 @@ import httpx2
 import pytest
 import redis.asyncio as aioredis
 from http_support import running
+from rollout_support import work_queue
+from synth_support import private_redis
 
 from astra.redis_server import free_port
 from astra_common.db import Database
@@ -97,9 +99,12 @@ async def test_batch_against_envhost_and_vllm_lands_on_the_stream(
             running(create_envhost(envhost), envhost.port) as envhost_url,
             httpx.AsyncClient(timeout=120.0) as http,
             httpx2.AsyncClient(timeout=120.0) as mcp_http,
+            work_queue(private_redis(redis_url)) as queue,
         ):
             runner = BatchRunner(
                 RolloutSettings(policy_base_url=server.base_url, policy_model=server.served_model),
+                store=queue.store,
+                queue=queue,
                 episodes=EnvhostClient(envhost_url, http=http, mcp_http=mcp_http),
                 registry=Specs(),
                 publish=publish,
@@ -107,6 +112,7 @@ async def test_batch_against_envhost_and_vllm_lands_on_the_stream(
                 policy_http=http,
                 distractors=index.for_batch,
             )
+            queue.start()
             started = await runner.start(
                 BatchRequest(
                     env_ids=[spec.id for spec in tasks],
@@ -149,6 +155,7 @@ async def test_batch_against_envhost_and_vllm_lands_on_the_stream(
 async def test_teacher_run_through_real_vllm_against_mcp_tools(
     server: PolicyServer,
     database_url: str,
+    redis_url: str,
     envhost_settings: Callable[..., EnvhostSettings],
 ) -> None:
     """The teacher path with a real model: vLLM plays a task against a real envhost
@@ -161,14 +168,18 @@ async def test_teacher_run_through_real_vllm_against_mcp_tools(
     async with (
         running(create_envhost(envhost), envhost.port) as envhost_url,
         httpx.AsyncClient(timeout=120.0) as http,
+        work_queue(private_redis(redis_url)) as queue,
     ):
         runner = TeacherRunner(
+            store=queue.store,
+            queue=queue,
             http=http,
-            policy_factory=lambda request: PolicyClient(
+            policy_factory=lambda endpoint, token_ids: PolicyClient(
                 http=http, base_url=server.base_url, model=server.served_model
             ),
             emulator_url="http://127.0.0.1:9",  # unused: the server has an MCP URL
         )
+        queue.start()
         request = TeacherRunRequest(
             tasks=[TeacherTask(id="t0", question=spec.task, server="env")],
             servers=[TeacherServer(name="env", url=f"{envhost_url}/envs/{spec.id}/mcp")],
@@ -177,7 +188,7 @@ async def test_teacher_run_through_real_vllm_against_mcp_tools(
         )
         started = await runner.start(request)
         status = await runner.wait(started.id)
-        (trajectory,) = runner.trajectories(started.id, 0, 10).items
+        (trajectory,) = (await runner.trajectories(started.id, 0, 10)).items
     assert status.state == "succeeded", status
     assert trajectory.failure_reason is None, trajectory.failure_reason
     assert trajectory.model == server.served_model

@@ -35,6 +35,9 @@ from astra_rollout.envhost_client import EpisodeBackend, ToolOutcome, ToolSessio
 from astra_rollout.policy import Completion, PolicyClient, SamplingParams
 from astra_rollout.tokens import TokenLedger
 
+ORPHAN_WAIT_S = 30.0
+"""How long a cancelled episode waits for its creation to answer, to close what it created."""
+
 
 class AgentTask(Protocol):
     """What the agent plays: an id, the first user turn, any further user turns, and the tool
@@ -118,7 +121,7 @@ async def run_episode(
     notes: dict[str, Any] = {}
     try:
         request = EpisodeRequest(env_id=spec.id, seed=seed, distractors=list(distractors))
-        episode = await episodes.create_episode(request)
+        episode = await _create_episode(episodes, request)
         async with episodes.tool_session(episode) as session:
             try:
                 async with asyncio.timeout(limits.timeout_s):
@@ -151,6 +154,22 @@ async def run_episode(
         group_id=group_id,
         trajectory_id=trajectory_id,
     )
+
+
+async def _create_episode(episodes: EpisodeBackend, request: EpisodeRequest) -> Episode:
+    """A new episode. Cancelled while the request is out, it waits (a bounded time) for the
+    episode the backend creates anyway and closes it, so a cancelled run leaves none open."""
+    creating = asyncio.ensure_future(episodes.create_episode(request))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        try:
+            async with asyncio.timeout(ORPHAN_WAIT_S):
+                orphan = await creating
+                await episodes.close_episode(orphan)
+        except Exception:  # nothing was created, or it could not be closed: envhost reaps it
+            pass
+        raise
 
 
 async def _converse(

@@ -1,9 +1,9 @@
-"""The rollout FastAPI app: batches of agent episodes, trajectories to the Redis stream."""
+"""The rollout FastAPI app: runs recorded in Redis, their episodes taken from the shared work
+queue by whichever replica is free, trajectories to the Redis stream."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,7 +24,7 @@ from astra_proto import (
     Trajectory,
 )
 from astra_rollout import __version__
-from astra_rollout.batch_models import DistractorOptions
+from astra_rollout.batch_models import DistractorOptions, PolicyEndpoint
 from astra_rollout.batches import BatchRunner, DistractorSelector
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
@@ -34,9 +34,10 @@ from astra_rollout.registry_client import EnvironmentSource, SynthRegistry
 from astra_rollout.routes.batches import batches_router
 from astra_rollout.routes.evaluations import evaluations_router
 from astra_rollout.routes.teacher import teacher_router
+from astra_rollout.run_store import RunStore
 from astra_rollout.settings import RolloutSettings
 from astra_rollout.teacher import TeacherRunner
-from astra_rollout.teacher_models import TeacherRunRequest
+from astra_rollout.work_queue import WorkQueue
 
 REDIS_CONNECTIONS = 32
 """Connections to Redis per process (policy-version reads and stream writes are short)."""
@@ -84,7 +85,15 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
         limits=httpx2.Limits(max_connections=2 * n + 16, max_keepalive_connections=n + 16),
     )
     publisher = StreamPublisher(redis_client, TRAJECTORY_STREAM, maxlen=settings.stream_maxlen)
-    producer = f"rollout@{socket.gethostname()}"
+    store = RunStore(redis_client, retention_s=settings.run_retention_s)
+    queue = WorkQueue(
+        redis_client,
+        store,
+        capacity=settings.max_concurrent_episodes,
+        lease_s=settings.work_lease_s,
+        max_deliveries=settings.work_max_deliveries,
+    )
+    producer = f"rollout@{queue.consumer}"
 
     async def publish(trajectory: Trajectory) -> None:
         envelope = StreamEnvelope[Trajectory](
@@ -104,6 +113,8 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
     )
     runner = BatchRunner(
         settings,
+        store=store,
+        queue=queue,
         episodes=episodes,
         registry=registry,
         publish=publish,
@@ -112,19 +123,22 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
         distractors=distractors or registry_distractors(registry),
     )
     evaluations = EvaluationRunner(
+        store=store,
+        queue=queue,
         episodes=episodes,
         registry=registry,
         policy_factory=lambda endpoint: runner.policy_client(endpoint),
         default_limits=runner.default_limits,
-        concurrency=settings.max_concurrent_episodes,
     )
 
-    def teacher_policy(request: TeacherRunRequest) -> PolicyClient:
+    def teacher_policy(endpoint: PolicyEndpoint, token_ids: bool) -> PolicyClient:
         return runner.policy_client(
-            request.policy, api_key=settings.teacher_api_key, request_token_ids=request.token_ids
+            endpoint, api_key=settings.teacher_api_key, request_token_ids=token_ids
         )
 
     teachers = TeacherRunner(
+        store=store,
+        queue=queue,
         http=http,
         policy_factory=teacher_policy,
         emulator_url=settings.synth_url,
@@ -136,10 +150,12 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         publisher.start()
+        queue.start()
         try:
             yield
         finally:
             try:
+                await queue.aclose()
                 await runner.aclose()
                 await evaluations.aclose()
                 await teachers.aclose()
@@ -161,6 +177,7 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
         health_checks={"redis": redis_check(redis_client)},
         lifespan=lifespan,
     )
+    app.state.work_queue = queue
     app.state.batches = runner
     app.state.evaluations = evaluations
     app.state.teachers = teachers

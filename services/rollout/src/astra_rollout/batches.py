@@ -1,24 +1,23 @@
-"""Group rollouts: batches of G episodes per environment, run with bounded concurrency, each
-finished trajectory published to ``astra:trajectories``.
+"""Group rollouts: batches of G episodes per environment, each finished trajectory published to
+``astra:trajectories``.
 
-Batch state lives in the memory of the rollout process that runs the batch (a batch is work in
-flight, not a record: the trajectories on the stream are the record). A restarted process
-forgets its batches; the trajectories it published stay. One semaphore bounds the episodes in
-flight across all batches: a batch starts an episode only when a slot is free (backpressure),
-so a batch of 100,000 episodes holds at most ``max_concurrent_episodes`` tasks.
+A batch is recorded in Redis (``run_store``) and split into one unit per episode on the shared
+work queue (``work_queue``): whichever replica has free episode capacity plays a unit, and any
+replica reads, counts and cancels the batch. Unit ``u`` is episode ``u % G`` of environment
+``u // G``; its GRPO group id is ``{batch_id}:{u // G}`` and its trajectory id is derived from
+the batch id and ``u``, so a unit played again (its replica died) publishes the same record id
+and the stream keeps the first copy (the publisher deduplicates by record id).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import json
 import logging
-import statistics
 import uuid
-from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -35,7 +34,16 @@ from astra_rollout.batch_models import (
 from astra_rollout.envhost_client import EpisodeBackend
 from astra_rollout.policy import PolicyClient
 from astra_rollout.registry_client import EnvironmentSource
+from astra_rollout.run_policies import RunPolicies
+from astra_rollout.run_store import (
+    RunStore,
+    UnitRecord,
+    counter,
+    float_counter,
+    unit_trajectory_id,
+)
 from astra_rollout.settings import RolloutSettings
+from astra_rollout.work_queue import WorkQueue, WorkUnit
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ HARD_DEADLINE_SLACK_S = 120.0
 """Time an episode gets beyond its conversation limit for creation, scoring and closing."""
 
 SPEC_FETCH_CONCURRENCY = 16
-RECENT_FAILURES = 20
+KIND = "batch"
 
 
 class BatchError(Exception):
@@ -64,34 +72,19 @@ class BatchError(Exception):
 
 
 class BatchNotFound(KeyError):
-    """No batch with that id in this process."""
-
-
-@dataclass
-class _Batch:
-    status: BatchStatus
-    request: BatchRequest
-    specs: list[EnvironmentSpec]
-    policy: PolicyClient
-    limits: EpisodeLimits
-    task: asyncio.Task[None] | None = None
-    episodes: set[asyncio.Task[None]] = field(default_factory=set)
-    rewards: list[float] = field(default_factory=list)
-    successes: list[bool] = field(default_factory=list)
-    turns: list[int] = field(default_factory=list)
-    tool_calls: list[int] = field(default_factory=list)
-    finish_reasons: Counter[str] = field(default_factory=Counter)
-    group_rewards: dict[str, list[float | None]] = field(default_factory=dict)
-    failures: deque[EpisodeFailure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    """No batch with that id (never started, or past its retention)."""
 
 
 class BatchRunner:
-    """Starts, tracks and cancels batches; publishes every trajectory, failed ones included."""
+    """Starts, reads and cancels batches and plays their units; publishes every trajectory,
+    failed ones included."""
 
     def __init__(
         self,
         settings: RolloutSettings,
         *,
+        store: RunStore,
+        queue: WorkQueue,
         episodes: EpisodeBackend,
         registry: EnvironmentSource,
         publish: TrajectorySink,
@@ -100,22 +93,26 @@ class BatchRunner:
         distractors: DistractorSelector | None = None,
     ) -> None:
         self.settings = settings
+        self._store = store
+        self._queue = queue
         self._episodes = episodes
         self._registry = registry
         self._publish = publish
         self._policy_version = policy_version
         self._policy_http = policy_http
         self._distractors = distractors
-        self._slots = asyncio.Semaphore(settings.max_concurrent_episodes)
-        self._batches: dict[str, _Batch] = {}
+        self._policies = RunPolicies()
+        self._selecting: dict[tuple[str, int], asyncio.Future[str]] = {}
+        queue.register(KIND, self)
 
     async def start(self, request: BatchRequest) -> BatchStatus:
-        """Resolve the environments and start the batch; returns its first status.
+        """Resolve the environments, record the batch and queue its episodes; returns its
+        first status.
 
         Raises ``BatchError``: 422 for an empty query, a batch over ``max_batch_episodes`` or
         no policy endpoint; 404 for an unknown environment; 502 when the registry fails.
         """
-        policy = self.policy_client(request.policy)
+        self.policy_client(request.policy)  # refuses an unusable endpoint now
         env_ids = await self._resolve_ids(request)
         total = len(env_ids) * request.group_size
         if total > self.settings.max_batch_episodes:
@@ -136,51 +133,166 @@ class BatchRunner:
             total=total,
             created_at=datetime.now(UTC),
         )
-        limits = request.limits or self.default_limits()
-        batch = _Batch(status=status, request=request, specs=specs, policy=policy, limits=limits)
-        self._batches[batch_id] = batch
-        self._forget_old()
-        batch.task = asyncio.create_task(self._run(batch), name=batch_id)
-        return self.status(batch_id)
+        plan = {"request": request.model_dump_json()}
+        plan |= {f"env:{i}": spec.model_dump_json() for i, spec in enumerate(specs)}
+        await self._store.create(KIND, batch_id, status.model_dump_json(), total, plan)
+        try:
+            await self._queue.enqueue(KIND, batch_id, total)
+        except Exception as exc:
+            await self._store.fail(batch_id, f"queueing the episodes failed: {exc}")
+            raise
+        return await self.status(batch_id)
 
-    def status(self, batch_id: str) -> BatchStatus:
+    async def status(self, batch_id: str) -> BatchStatus:
         """The batch's progress and summary so far; raises ``BatchNotFound``."""
-        batch = self._batches.get(batch_id)
-        if batch is None:
+        meta = await self._store.meta(batch_id)
+        if meta is None or meta.get("kind") != KIND:
             raise BatchNotFound(batch_id)
-        status = batch.status
-        status.summary = _summary(batch)
-        status.recent_failures = list(batch.failures)
-        return status.model_copy(deep=True)
+        status = BatchStatus.model_validate_json(meta["status"])
+        failures = await self._store.failures(batch_id)
+        return status.model_copy(
+            update={
+                "state": JobState(meta["state"]),
+                "done": counter(meta, "done"),
+                "failed": counter(meta, "failed"),
+                "cancelled": counter(meta, "cancelled"),
+                "published": counter(meta, "published"),
+                "publish_errors": counter(meta, "publish_errors"),
+                "summary": _summary(meta),
+                "recent_failures": [EpisodeFailure.model_validate_json(f) for f in failures],
+                "error": meta.get("error"),
+                "finished_at": datetime.fromisoformat(meta["finished_at"])
+                if "finished_at" in meta
+                else None,
+            }
+        )
 
-    def all(self) -> list[BatchStatus]:
-        """Every batch this process knows, oldest first."""
-        return [self.status(batch_id) for batch_id in list(self._batches)]
+    async def all(self) -> list[BatchStatus]:
+        """Every batch within the retention, oldest first."""
+        found = []
+        for batch_id in await self._store.run_ids(KIND):
+            try:
+                found.append(await self.status(batch_id))
+            except BatchNotFound:  # expired meanwhile
+                continue
+        return found
 
     async def cancel(self, batch_id: str) -> BatchStatus:
-        """Stop the batch: episodes in flight are cancelled (and their episodes closed) and
-        not published. Raises ``BatchNotFound``; a finished batch is returned unchanged."""
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            raise BatchNotFound(batch_id)
-        if batch.task is not None and not batch.task.done():
-            batch.task.cancel()
-            await asyncio.gather(batch.task, return_exceptions=True)
-        return self.status(batch_id)
+        """Stop the batch: queued episodes are dropped, episodes in flight are cancelled (and
+        their episodes closed) and not published. Raises ``BatchNotFound``; a finished batch
+        is returned unchanged."""
+        await self.status(batch_id)
+        await self._store.cancel(batch_id)
+        await self._queue.cancel_local(batch_id)
+        return await self.status(batch_id)
 
     async def wait(self, batch_id: str) -> BatchStatus:
         """Wait until the batch has ended; returns its final status."""
-        batch = self._batches.get(batch_id)
-        if batch is None:
-            raise BatchNotFound(batch_id)
-        if batch.task is not None:
-            await asyncio.gather(batch.task, return_exceptions=True)
-        return self.status(batch_id)
+        await self._store.wait(batch_id)
+        return await self.status(batch_id)
 
     async def aclose(self) -> None:
-        """Cancel every running batch (service shutdown)."""
-        for batch_id in list(self._batches):
-            await self.cancel(batch_id)
+        """Close the policy clients of this replica (service shutdown)."""
+        await self._policies.aclose()
+
+    # -- units ------------------------------------------------------------------------------
+
+    async def play_unit(self, unit: WorkUnit) -> None:
+        """Play one episode of the batch, publish it and record it (a unit of a batch
+        cancelled meanwhile is neither published nor counted)."""
+        request, spec = await self._unit_plan(unit)
+        env_index = unit.index // request.group_size
+        group_id = f"{unit.run_id}:{env_index}"
+        trajectory_id = unit_trajectory_id(unit.run_id, unit.index)
+        started_at = datetime.now(UTC)
+        version = 0
+        model = request.policy.model or self.settings.policy_model
+        try:
+            policy = self._policies.acquire(unit.run_id, lambda: self.policy_client(request.policy))
+            try:
+                version = await self._policy_version()
+                distractors, failure = await self._group_distractors(
+                    unit.run_id, env_index, spec, request
+                )
+                if failure is not None:
+                    raise _SelectionFailed(failure)
+                trajectory = await self._play(
+                    request, spec, policy, group_id, unit, distractors, version, started_at
+                )
+            finally:
+                await self._policies.release(unit.run_id)
+        except Exception as exc:  # recorded as a failed episode, never dropped
+            trajectory = failed_trajectory(
+                spec,
+                str(exc) if isinstance(exc, _SelectionFailed) else f"{type(exc).__name__}: {exc}",
+                policy_version=version,
+                group_id=group_id,
+                model=model,
+                trajectory_id=trajectory_id,
+                started_at=started_at,
+            )
+        if await self._store.state(unit.run_id) is not JobState.RUNNING:
+            return
+        await self._record(unit, request, trajectory, env_index)
+
+    async def fail_unit(self, unit: WorkUnit, reason: str) -> None:
+        """Publish and record the unit as a failed episode with ``reason``."""
+        request, spec = await self._unit_plan(unit)
+        env_index = unit.index // request.group_size
+        trajectory = failed_trajectory(
+            spec,
+            reason,
+            group_id=f"{unit.run_id}:{env_index}",
+            model=request.policy.model or self.settings.policy_model,
+            trajectory_id=unit_trajectory_id(unit.run_id, unit.index),
+        )
+        await self._record(unit, request, trajectory, env_index)
+
+    async def _unit_plan(self, unit: WorkUnit) -> tuple[BatchRequest, EnvironmentSpec]:
+        (request_json,) = await self._store.plan(unit.run_id, "request")
+        if request_json is None:
+            raise BatchNotFound(unit.run_id)
+        request = BatchRequest.model_validate_json(request_json)
+        (spec_json,) = await self._store.plan(
+            unit.run_id, f"env:{unit.index // request.group_size}"
+        )
+        if spec_json is None:
+            raise BatchNotFound(unit.run_id)
+        return request, EnvironmentSpec.model_validate_json(spec_json)
+
+    async def _group_distractors(
+        self, run_id: str, env_index: int, spec: EnvironmentSpec, request: BatchRequest
+    ) -> tuple[list[DistractorRef], str | None]:
+        """The group's distractors, chosen once per group (by the first replica to need
+        them; the others read the choice from the plan)."""
+        if not request.distractors.enabled or self._distractors is None:
+            return [], None
+        field = f"distractors:{env_index}"
+        (held,) = await self._store.plan(run_id, field)
+        if held is None:
+            key = (run_id, env_index)
+            choosing = self._selecting.get(key)
+            if choosing is None:
+                choosing = asyncio.ensure_future(self._choose(run_id, field, spec, request))
+                self._selecting[key] = choosing
+                choosing.add_done_callback(lambda _: self._selecting.pop(key, None))
+            held = await asyncio.shield(choosing)
+        choice = json.loads(held)
+        refs = [DistractorRef.model_validate(ref) for ref in choice["refs"]]
+        return refs, choice["failure"]
+
+    async def _choose(
+        self, run_id: str, field: str, spec: EnvironmentSpec, request: BatchRequest
+    ) -> str:
+        assert self._distractors is not None
+        choice: dict[str, Any]
+        try:
+            refs = await self._distractors(spec, request.distractors)
+            choice = {"refs": [r.model_dump(mode="json") for r in refs], "failure": None}
+        except Exception as exc:
+            failure = f"distractor selection failed: {type(exc).__name__}: {exc}"
+            choice = {"refs": [], "failure": failure}
+        return await self._store.plan_once(run_id, field, json.dumps(choice))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -250,111 +362,34 @@ class BatchRunner:
             specs.append(result)
         return specs
 
-    async def _run(self, batch: _Batch) -> None:
-        status = batch.status
-        try:
-            for index, spec in enumerate(batch.specs):
-                group_id = f"{status.id}:{index}"
-                batch.group_rewards[group_id] = []
-                distractors, failure = await self._select_distractors(spec, batch)
-                for g in range(batch.request.group_size):
-                    await self._slots.acquire()
-                    task = asyncio.create_task(
-                        self._episode(batch, spec, group_id, g, distractors, failure)
-                    )
-                    batch.episodes.add(task)
-                    # In a done callback: a task cancelled before it ever ran must free its slot.
-                    task.add_done_callback(functools.partial(self._episode_done, batch))
-            while batch.episodes:
-                await asyncio.gather(*list(batch.episodes))
-            status.state = JobState.SUCCEEDED
-        except asyncio.CancelledError:
-            for task in list(batch.episodes):
-                task.cancel()
-            await asyncio.gather(*list(batch.episodes), return_exceptions=True)
-            status.cancelled = status.total - status.done
-            status.state = JobState.CANCELLED
-        except Exception as exc:  # a bug in the runner itself: say so on the batch
-            logger.exception("batch %s failed", status.id)
-            for task in list(batch.episodes):
-                task.cancel()
-            await asyncio.gather(*list(batch.episodes), return_exceptions=True)
-            status.error = f"{type(exc).__name__}: {exc}"
-            status.state = JobState.FAILED
-        finally:
-            status.finished_at = datetime.now(UTC)
-            await batch.policy.aclose()
-
-    async def _select_distractors(
-        self, spec: EnvironmentSpec, batch: _Batch
-    ) -> tuple[list[DistractorRef], str | None]:
-        if not batch.request.distractors.enabled or self._distractors is None:
-            return [], None
-        try:
-            return await self._distractors(spec, batch.request.distractors), None
-        except Exception as exc:
-            return [], f"distractor selection failed: {type(exc).__name__}: {exc}"
-
-    async def _episode(
-        self,
-        batch: _Batch,
-        spec: EnvironmentSpec,
-        group_id: str,
-        index: int,
-        distractors: list[DistractorRef],
-        failure: str | None,
-    ) -> None:
-        started_at = datetime.now(UTC)
-        version = 0
-        try:
-            version = await self._policy_version()
-            if failure is not None:
-                raise RuntimeError(failure)
-            trajectory = await self._play(
-                batch, spec, group_id, index, distractors, version, started_at
-            )
-        except Exception as exc:  # recorded as a failed episode, never dropped
-            trajectory = failed_trajectory(
-                spec,
-                str(exc) if failure else f"{type(exc).__name__}: {exc}",
-                policy_version=version,
-                group_id=group_id,
-                model=batch.policy.model,
-                started_at=started_at,
-            )
-        await self._record(batch, trajectory, group_id)
-
-    def _episode_done(self, batch: _Batch, task: asyncio.Task[None]) -> None:
-        batch.episodes.discard(task)
-        self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("episode task of %s failed", batch.status.id, exc_info=task.exception())
-
     async def _play(
         self,
-        batch: _Batch,
+        request: BatchRequest,
         spec: EnvironmentSpec,
+        policy: PolicyClient,
         group_id: str,
-        index: int,
+        unit: WorkUnit,
         distractors: list[DistractorRef],
         version: int,
         started_at: datetime,
     ) -> Trajectory:
-        request = batch.request
-        deadline = batch.limits.timeout_s + HARD_DEADLINE_SLACK_S
+        limits = request.limits or self.default_limits()
+        deadline = limits.timeout_s + HARD_DEADLINE_SLACK_S
+        trajectory_id = unit_trajectory_id(unit.run_id, unit.index)
         try:
             async with asyncio.timeout(deadline):
                 return await run_episode(
                     spec,
-                    policy=batch.policy,
+                    policy=policy,
                     episodes=self._episodes,
                     sampling=request.sampling,
-                    limits=batch.limits,
+                    limits=limits,
                     policy_version=version,
                     group_id=group_id,
-                    seed=request.seed + index,
+                    seed=request.seed + unit.index % request.group_size,
                     distractors=distractors,
                     system_prompt=request.system_prompt,
+                    trajectory_id=trajectory_id,
                 )
         except TimeoutError:
             return failed_trajectory(
@@ -362,57 +397,77 @@ class BatchRunner:
                 f"episode exceeded its hard deadline of {deadline:.0f} s",
                 policy_version=version,
                 group_id=group_id,
-                model=batch.policy.model,
+                model=policy.model,
+                trajectory_id=trajectory_id,
                 started_at=started_at,
             )
 
-    async def _record(self, batch: _Batch, trajectory: Trajectory, group_id: str) -> None:
-        status = batch.status
+    async def _record(
+        self, unit: WorkUnit, request: BatchRequest, trajectory: Trajectory, env_index: int
+    ) -> None:
+        counters: list[tuple[str, int | float]] = []
         try:
             await self._publish(trajectory)
-            status.published += 1
+            counters.append(("published", 1))
         except Exception as exc:
-            status.publish_errors += 1
+            counters.append(("publish_errors", 1))
             logger.warning("publishing trajectory %s failed: %s", trajectory.id, exc)
-        status.done += 1
-        reward = trajectory.reward.f1 if trajectory.reward is not None else None
-        batch.group_rewards[group_id].append(reward)
-        batch.finish_reasons[trajectory.finish_reason.value] += 1
+        counters.append((f"finish:{trajectory.finish_reason.value}", 1))
+        failure = ""
+        reward = trajectory.reward
         if trajectory.failure_reason is not None:
-            status.failed += 1
-            batch.failures.append(
-                EpisodeFailure(
-                    trajectory_id=trajectory.id,
-                    env_id=trajectory.env_id,
-                    reason=trajectory.failure_reason,
-                )
-            )
-            return
-        if trajectory.reward is not None:
-            batch.rewards.append(trajectory.reward.f1)
-            batch.successes.append(trajectory.reward.success)
-        batch.turns.append(trajectory.turns)
-        batch.tool_calls.append(int(trajectory.metadata.get("tool_calls", 0)))
+            counters.append(("failed", 1))
+            failure = EpisodeFailure(
+                trajectory_id=trajectory.id,
+                env_id=trajectory.env_id,
+                reason=trajectory.failure_reason,
+            ).model_dump_json()
+        else:
+            if reward is not None:
+                counters += [
+                    ("scored", 1),
+                    ("reward_sum", float(reward.f1)),
+                    ("successes", int(reward.success)),
+                ]
+            counters += [
+                ("finished", 1),
+                ("turns_sum", trajectory.turns),
+                ("tool_calls_sum", int(trajectory.metadata.get("tool_calls", 0))),
+            ]
+        await self._store.record(
+            unit.run_id,
+            unit.index,
+            UnitRecord(
+                result=trajectory.id,
+                counters=counters,
+                failure=failure,
+                group=str(env_index),
+                group_size=request.group_size,
+                group_reward=repr(0.0 if reward is None else float(reward.f1)),
+            ),
+        )
 
-    def _forget_old(self) -> None:
-        finished = [b for b in self._batches.values() if b.status.state.terminal]
-        for batch in finished[: max(0, len(finished) - self.settings.max_finished_batches)]:
-            del self._batches[batch.status.id]
+
+class _SelectionFailed(Exception):
+    """The group's distractors could not be chosen (the reason is the message)."""
 
 
-def _summary(batch: _Batch) -> BatchSummary:
-    groups_done = [r for r in batch.group_rewards.values() if len(r) == batch.request.group_size]
+def _summary(meta: dict[str, str]) -> BatchSummary:
+    scored = counter(meta, "scored")
+    finished = counter(meta, "finished")
     return BatchSummary(
-        scored=len(batch.rewards),
-        mean_reward=statistics.fmean(batch.rewards) if batch.rewards else None,
-        success_rate=(sum(batch.successes) / len(batch.successes) if batch.successes else None),
-        mean_turns=statistics.fmean(batch.turns) if batch.turns else None,
-        mean_tool_calls=statistics.fmean(batch.tool_calls) if batch.tool_calls else None,
-        finish_reasons=dict(batch.finish_reasons),
-        groups_done=len(groups_done),
-        groups_with_variance=sum(
-            len({0.0 if r is None else r for r in rewards}) > 1 for rewards in groups_done
-        ),
+        scored=scored,
+        mean_reward=float_counter(meta, "reward_sum") / scored if scored else None,
+        success_rate=counter(meta, "successes") / scored if scored else None,
+        mean_turns=counter(meta, "turns_sum") / finished if finished else None,
+        mean_tool_calls=counter(meta, "tool_calls_sum") / finished if finished else None,
+        finish_reasons={
+            name.removeprefix("finish:"): int(value)
+            for name, value in meta.items()
+            if name.startswith("finish:")
+        },
+        groups_done=counter(meta, "groups_done"),
+        groups_with_variance=counter(meta, "groups_with_variance"),
     )
 
 

@@ -8,13 +8,14 @@ Suites:
   (``astra envs import bfcl``): ``base``, ``miss_func``, ``miss_param``, ``long_context``,
   scored by envhost with BFCL's own checker.
 
-Evaluation trajectories are not published to the training stream: they stay with the result.
+Evaluation trajectories are not published to the training stream: they stay with the result,
+in Redis, for ``run_retention_s``. Each entry is one unit of the shared work queue, played by
+whichever replica is free; any replica reads and cancels the evaluation.
 An entry whose episode failed counts as reward 0 and not successful, and is listed with why.
 """
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,17 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import EnvironmentSpec, JobState, Trajectory
 from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
-from astra_rollout.background import (
-    Run,
-    RunStatus,
-    RunTable,
-    hard_deadline_s,
-    within_deadline,
-)
+from astra_rollout.background import RunStatus, hard_deadline_s, within_deadline
 from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.envhost_client import EpisodeBackend
 from astra_rollout.policy import PolicyClient, SamplingParams
 from astra_rollout.registry_client import EnvironmentSource, RegistryQuery
+from astra_rollout.run_policies import RunPolicies
+from astra_rollout.run_store import RunStore, UnitRecord, counter, unit_trajectory_id
+from astra_rollout.work_queue import WorkQueue, WorkUnit
 
 Suite = Literal["heldout-procedural", "bfcl-multi-turn"]
 
@@ -129,35 +127,41 @@ class EvaluationError(Exception):
 
 
 PolicyFactory = Callable[[PolicyEndpoint], PolicyClient]
+KIND = "evaluation"
 
 
 class EvaluationRunner:
-    """Runs evaluations in this process (bounded concurrency), keeps their results."""
+    """Starts, reads and cancels evaluations recorded in Redis; plays their entries as units
+    of the shared work queue (one per entry), whichever replica takes them."""
 
     def __init__(
         self,
         *,
+        store: RunStore,
+        queue: WorkQueue,
         episodes: EpisodeBackend,
         registry: EnvironmentSource,
         policy_factory: PolicyFactory,
         default_limits: Callable[[], EpisodeLimits],
-        concurrency: int,
-        keep: int = 100,
     ) -> None:
+        self._store = store
+        self._queue = queue
         self._episodes = episodes
         self._registry = registry
         self._policy_factory = policy_factory
         self._default_limits = default_limits
-        self._slots = asyncio.Semaphore(concurrency)
-        self._runs = RunTable[EvaluationStatus](keep)
+        self._policies = RunPolicies()
+        queue.register(KIND, self)
 
     async def start(self, request: EvaluationRequest) -> EvaluationStatus:
-        """Resolve the suite's entries and start; ``EvaluationError`` when nothing matches
-        (e.g. BFCL not imported) or the registry fails."""
+        """Resolve the suite's entries, record the evaluation and queue its entries;
+        ``EvaluationError`` when nothing matches (e.g. BFCL not imported) or the registry
+        fails."""
         try:
             policy = self._policy_factory(request.policy)
         except Exception as exc:  # no usable endpoint
             raise EvaluationError(str(exc), getattr(exc, "status", 422)) from exc
+        await policy.aclose()
         source, known = SUITES[request.suite]
         specs: list[tuple[str, EnvironmentSpec]] = []
         for category in request.categories or known:
@@ -180,62 +184,154 @@ class EvaluationRunner:
             total=len(specs),
             created_at=datetime.now(UTC),
         )
-        limits = request.limits or self._default_limits()
-        order = list(request.categories or known)
+        plan = {"request": request.model_dump_json()}
+        plan |= {
+            f"entry:{i}": _Entry(category=category, spec=spec).model_dump_json()
+            for i, (category, spec) in enumerate(specs)
+        }
+        await self._store.create(KIND, status.id, status.model_dump_json(), len(specs), plan)
+        try:
+            await self._queue.enqueue(KIND, status.id, len(specs))
+        except Exception as exc:
+            await self._store.fail(status.id, f"queueing the entries failed: {exc}")
+            raise
+        return await self.status(status.id)
 
-        async def work(run: Run[EvaluationStatus]) -> None:
-            async def play(category: str, spec: EnvironmentSpec) -> None:
-                async with self._slots:
-                    trajectory = await within_deadline(
-                        run_episode(
-                            spec,
-                            policy=policy,
-                            episodes=self._episodes,
-                            sampling=request.sampling,
-                            limits=limits,
-                            system_prompt=request.system_prompt,
-                        ),
-                        hard_deadline_s(limits.timeout_s),
-                        lambda reason: failed_trajectory(spec, reason, model=policy.model),
-                    )
-                run.trajectories[trajectory.id] = trajectory
-                run.status.entries.append(entry_score(category, trajectory))
-                run.status.done += 1
-                run.status.categories, run.status.overall = aggregate(run.status.entries, order)
-
-            try:
-                await asyncio.gather(*(play(category, spec) for category, spec in specs))
-            finally:
-                await policy.aclose()
-
-        self._runs.start(status, work)
-        return self.status(status.id)
-
-    def status(self, evaluation_id: str) -> EvaluationStatus:
+    async def status(self, evaluation_id: str, *, with_entries: bool = True) -> EvaluationStatus:
         """Progress and scores so far; ``KeyError`` when unknown."""
-        return self._runs.status(evaluation_id)
+        meta = await self._store.meta(evaluation_id)
+        if meta is None or meta.get("kind") != KIND:
+            raise KeyError(evaluation_id)
+        status = EvaluationStatus.model_validate_json(meta["status"])
+        (request_json,) = await self._store.plan(evaluation_id, "request")
+        order = list(status_categories(request_json))
+        rows = await self._store.results(evaluation_id, await self._store.ordered(evaluation_id))
+        entries = [EntryScore.model_validate_json(row) for row in rows if row is not None]
+        categories, overall = aggregate(entries, order)
+        return status.model_copy(
+            update={
+                "state": JobState(meta["state"]),
+                "error": meta.get("error"),
+                "finished_at": datetime.fromisoformat(meta["finished_at"])
+                if "finished_at" in meta
+                else None,
+                "done": counter(meta, "done"),
+                "categories": categories,
+                "overall": overall,
+                "entries": entries if with_entries else [],
+            }
+        )
 
-    def trajectory(self, evaluation_id: str, trajectory_id: str) -> Trajectory:
+    async def trajectory(self, evaluation_id: str, trajectory_id: str) -> Trajectory:
         """One trajectory of the evaluation; ``KeyError`` when unknown."""
-        return self._runs.get(evaluation_id).trajectories[trajectory_id]
+        (found,) = await self._store.trajectories(evaluation_id, [trajectory_id])
+        if found is None:
+            raise KeyError(trajectory_id)
+        return found
 
-    def all(self) -> list[EvaluationStatus]:
-        """Every evaluation this process keeps, oldest first (without per-entry rows)."""
-        return [
-            run.status.model_copy(update={"entries": []}, deep=True) for run in self._runs.runs()
-        ]
+    async def all(self) -> list[EvaluationStatus]:
+        """Every evaluation within the retention, oldest first (without per-entry rows)."""
+        found = []
+        for evaluation_id in await self._store.run_ids(KIND):
+            try:
+                found.append(await self.status(evaluation_id, with_entries=False))
+            except KeyError:  # expired meanwhile
+                continue
+        return found
 
     async def wait(self, evaluation_id: str) -> EvaluationStatus:
         """Wait for the evaluation to end."""
-        return await self._runs.wait(evaluation_id)
+        await self._store.wait(evaluation_id)
+        return await self.status(evaluation_id)
 
     async def cancel(self, evaluation_id: str) -> EvaluationStatus:
         """Stop it; finished entries keep their scores."""
-        return await self._runs.cancel(evaluation_id)
+        await self.status(evaluation_id, with_entries=False)
+        await self._store.cancel(evaluation_id)
+        await self._queue.cancel_local(evaluation_id)
+        return await self.status(evaluation_id)
 
     async def aclose(self) -> None:
-        """Cancel every running evaluation."""
-        await self._runs.aclose()
+        """Close this replica's policy clients."""
+        await self._policies.aclose()
+
+    # -- units ------------------------------------------------------------------------------
+
+    async def play_unit(self, unit: WorkUnit) -> None:
+        """Play one entry greedily (as the request says) and record its score."""
+        request, entry = await self._unit_plan(unit)
+        spec = entry.spec
+        trajectory_id = unit_trajectory_id(unit.run_id, unit.index)
+        limits = request.limits or self._default_limits()
+        policy = self._policies.acquire(unit.run_id, lambda: self._policy_factory(request.policy))
+        try:
+            trajectory = await within_deadline(
+                run_episode(
+                    spec,
+                    policy=policy,
+                    episodes=self._episodes,
+                    sampling=request.sampling,
+                    limits=limits,
+                    system_prompt=request.system_prompt,
+                    trajectory_id=trajectory_id,
+                ),
+                hard_deadline_s(limits.timeout_s),
+                lambda reason: failed_trajectory(
+                    spec, reason, model=policy.model, trajectory_id=trajectory_id
+                ),
+            )
+        finally:
+            await self._policies.release(unit.run_id)
+        await self._record(unit, entry.category, trajectory)
+
+    async def fail_unit(self, unit: WorkUnit, reason: str) -> None:
+        """Record the entry as a failed episode (reward 0) with ``reason``."""
+        request, entry = await self._unit_plan(unit)
+        model = request.policy.model or None
+        trajectory = failed_trajectory(
+            entry.spec,
+            reason,
+            model=model,
+            trajectory_id=unit_trajectory_id(unit.run_id, unit.index),
+        )
+        await self._record(unit, entry.category, trajectory)
+
+    async def _unit_plan(self, unit: WorkUnit) -> tuple[EvaluationRequest, _Entry]:
+        request_json, entry_json = await self._store.plan(
+            unit.run_id, "request", f"entry:{unit.index}"
+        )
+        if request_json is None or entry_json is None:
+            raise KeyError(unit.run_id)
+        return (
+            EvaluationRequest.model_validate_json(request_json),
+            _Entry.model_validate_json(entry_json),
+        )
+
+    async def _record(self, unit: WorkUnit, category: str, trajectory: Trajectory) -> None:
+        await self._store.record(
+            unit.run_id,
+            unit.index,
+            UnitRecord(
+                result=entry_score(category, trajectory).model_dump_json(),
+                order=str(unit.index),
+                trajectory=trajectory,
+            ),
+        )
+
+
+class _Entry(BaseModel):
+    """One entry of an evaluation's plan."""
+
+    category: str
+    spec: EnvironmentSpec
+
+
+def status_categories(request_json: str | None) -> Sequence[str]:
+    """The categories of an evaluation request, in the order asked (or the suite's)."""
+    if request_json is None:
+        return ()
+    request = EvaluationRequest.model_validate_json(request_json)
+    return request.categories or SUITES[request.suite][1]
 
 
 def entry_score(category: str, trajectory: Trajectory) -> EntryScore:

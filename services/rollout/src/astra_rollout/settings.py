@@ -19,7 +19,8 @@ class RolloutSettings(ServiceSettings):
     """TCP port the HTTP server listens on."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis holding the trajectory stream and the policy pointer."""
+    """Redis holding the trajectory stream, the policy pointer, the shared work queue and the
+    records of runs (every replica must use the same one)."""
 
     envhost_url: str = "http://127.0.0.1:8101"
     """Base URL of an envhost replica (episodes carry the URL of the replica holding them)."""
@@ -85,8 +86,18 @@ class RolloutSettings(ServiceSettings):
     stream_maxlen: int = 1_000_000
     """Approximate length the trajectory stream is trimmed to."""
 
-    max_finished_batches: int = 1000
-    """Finished batches kept in memory for reading; the oldest are forgotten first."""
+    work_lease_s: float = 60.0
+    """Lease of a unit of work (one episode) taken from the shared work queue: its replica
+    renews the claim at least every third of it; a unit whose replica stopped renewing (it
+    died or hung) is taken over by another replica once the lease has passed."""
+
+    work_max_deliveries: int = 3
+    """Times a unit may be handed out (to replicas that then stopped before finishing it);
+    beyond that it is recorded as a failed episode with the reason, so every run ends."""
+
+    run_retention_s: float = 7 * 24 * 3600.0
+    """How long a run's record (status, counters, scores, kept trajectories) stays in Redis
+    after its last change."""
 
     @model_validator(mode="after")
     def _positive(self) -> Self:
@@ -95,7 +106,9 @@ class RolloutSettings(ServiceSettings):
                 raise ValueError(f"{name} must be at least 1")
         if self.policy_retries < 0:
             raise ValueError("policy_retries must be >= 0")
-        for name in ("policy_timeout_s", "episode_timeout_s"):
+        if self.work_max_deliveries < 1:
+            raise ValueError("work_max_deliveries must be at least 1")
+        for name in ("policy_timeout_s", "episode_timeout_s", "work_lease_s", "run_retention_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         return self

@@ -10,15 +10,16 @@ trajectory's last five calls, and fails a configurable share of calls on purpose
 
 The agent loop is the rollout's own (``run_episode``), with the teacher's limits (20 LLM calls
 and 240 s per trajectory by default). Teacher trajectories carry no reward (the synth judge
-grades them) and are not published to the training stream: they stay with the run and are read
-page by page over REST.
+grades them) and are not published to the training stream: they stay with the run (in Redis, for
+``run_retention_s``) and are read page by page over REST, from any replica. Each task is one
+unit of the shared work queue; a run's ``concurrency`` bounds its trajectories in flight on each
+replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,17 +29,16 @@ import httpx
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from pydantic import BaseModel
 
-from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec
-from astra_rollout.agent import failed_trajectory, run_episode
-from astra_rollout.background import (
-    Run,
-    RunTable,
-    hard_deadline_s,
-    within_deadline,
-)
+from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec, Trajectory
+from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
+from astra_rollout.background import hard_deadline_s, within_deadline
+from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.envhost_client import McpToolSession, ToolSession
-from astra_rollout.policy import PolicyClient
+from astra_rollout.policy import PolicyClient, SamplingParams
+from astra_rollout.run_policies import RunPolicies
+from astra_rollout.run_store import RunStore, UnitRecord, counter, unit_trajectory_id
 from astra_rollout.teacher_emulator import EmulatedSession
 from astra_rollout.teacher_models import (
     EmulatorOptions,
@@ -49,6 +49,7 @@ from astra_rollout.teacher_models import (
     TeacherTask,
     TrajectoryPage,
 )
+from astra_rollout.work_queue import WorkQueue, WorkUnit
 
 RECENT_FAILURES = 20
 MCP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
@@ -136,22 +137,49 @@ class ServerEpisodes:
         return None
 
 
-PolicyFactory = Callable[[TeacherRunRequest], PolicyClient]
+PolicyFactory = Callable[[PolicyEndpoint, bool], PolicyClient]
+"""A client of the teacher endpoint; the flag asks for token ids."""
+
+KIND = "teacher"
+
+
+class _Plan(BaseModel):
+    """What every unit of a teacher run shares (the request without its tasks and servers)."""
+
+    policy: PolicyEndpoint
+    sampling: SamplingParams
+    limits: EpisodeLimits
+    emulator: EmulatorOptions
+    emulator_url: str
+    system_prompt: str | None
+    token_ids: bool
+    concurrency: int
+
+
+class _Unit(BaseModel):
+    """One task of a teacher run, with its server."""
+
+    task: TeacherTask
+    server: TeacherServer
 
 
 class TeacherRunner:
-    """Runs teacher runs in this process and keeps their trajectories."""
+    """Starts, reads and cancels teacher runs recorded in Redis; plays their tasks as units of
+    the shared work queue and keeps their trajectories for ``run_retention_s``."""
 
     def __init__(
         self,
         *,
+        store: RunStore,
+        queue: WorkQueue,
         http: httpx.AsyncClient,
         policy_factory: PolicyFactory,
         emulator_url: str,
         emulator_token: str | None = None,
         mcp_headers: Callable[[str], dict[str, str]] = lambda url: {},
-        keep: int = 20,
     ) -> None:
+        self._store = store
+        self._queue = queue
         self._http = http
         self._policy_factory = policy_factory
         self._emulator_url = emulator_url.rstrip("/")
@@ -159,112 +187,211 @@ class TeacherRunner:
             {"Authorization": f"Bearer {emulator_token}"} if emulator_token else {}
         )
         self._mcp_headers = mcp_headers
-        self._runs = RunTable[TeacherRunStatus](keep)
+        self._policies = RunPolicies()
+        # ``concurrency`` of a run bounds its trajectories in flight on each replica.
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        queue.register(KIND, self)
 
     async def start(self, request: TeacherRunRequest) -> TeacherRunStatus:
-        """Start the run; raises the policy factory's error when no endpoint is usable."""
-        policy = self._policy_factory(request)
+        """Record the run and queue its tasks; raises the policy factory's error when no
+        endpoint is usable."""
+        policy = self._policy_factory(request.policy, request.token_ids)
+        await policy.aclose()
         servers = {s.name: s for s in request.servers}
-        plays = [PlayTask(task, servers[task.server]) for task in request.tasks]
         status = TeacherRunStatus(
             id=f"teach_{uuid.uuid4().hex[:16]}",
             label=request.label,
             model=policy.model,
             state=JobState.RUNNING,
-            total=len(plays),
+            total=len(request.tasks),
             created_at=datetime.now(UTC),
         )
-        emulator_url = (request.emulator.url or self._emulator_url).rstrip("/")
-        slots = asyncio.Semaphore(request.concurrency)
-        reasons: Counter[str] = Counter()
-        failures: deque[TaskFailure] = deque(maxlen=RECENT_FAILURES)
+        plan = _Plan(
+            policy=request.policy,
+            sampling=request.sampling,
+            limits=request.limits,
+            emulator=request.emulator,
+            emulator_url=(request.emulator.url or self._emulator_url).rstrip("/"),
+            system_prompt=request.system_prompt,
+            token_ids=request.token_ids,
+            concurrency=request.concurrency,
+        )
+        fields = {"plan": plan.model_dump_json()}
+        fields |= {
+            f"task:{i}": _Unit(task=task, server=servers[task.server]).model_dump_json()
+            for i, task in enumerate(request.tasks)
+        }
+        await self._store.create(KIND, status.id, status.model_dump_json(), status.total, fields)
+        try:
+            await self._queue.enqueue(KIND, status.id, status.total)
+        except Exception as exc:
+            await self._store.fail(status.id, f"queueing the tasks failed: {exc}")
+            raise
+        return await self.status(status.id)
 
-        async def work(run: Run[TeacherRunStatus]) -> None:
-            async def play(index: int, task: PlayTask) -> None:
-                backend = ServerEpisodes(
-                    play=task,
-                    http=self._http,
-                    emulator_url=emulator_url,
-                    emulator_headers=self._emulator_headers,
-                    mcp_headers=self._mcp_headers(task.server.url or ""),
-                    options=request.emulator,
-                    seed=request.emulator.seed + index,
-                )
-                async with slots:
-                    trajectory = await within_deadline(
-                        run_episode(
-                            task,
-                            policy=policy,
-                            episodes=backend,
-                            sampling=request.sampling,
-                            limits=request.limits,
-                            system_prompt=request.system_prompt,
-                            seed=request.emulator.seed + index,
-                        ),
-                        hard_deadline_s(request.limits.timeout_s),
-                        lambda reason: failed_trajectory(task, reason, model=policy.model),
-                    )
-                emulated = backend.emulated
-                trajectory.metadata |= {
-                    "task_id": task.id,
-                    "server": task.server.name,
-                    "tools_emulated": emulated is not None,
-                    "emulated_calls": len(emulated.history) if emulated else 0,
-                    "injected_failures": emulated.injected if emulated else 0,
-                    "source": "teacher",
-                }
-                run.trajectories[trajectory.id] = trajectory
-                status = run.status
-                status.done += 1
-                status.tool_calls += int(trajectory.metadata.get("tool_calls", 0))
-                status.emulated_calls += len(emulated.history) if emulated else 0
-                status.injected_failures += emulated.injected if emulated else 0
-                reasons[trajectory.finish_reason.value] += 1
-                status.finish_reasons = dict(reasons)
-                if trajectory.failure_reason is not None:
-                    status.failed += 1
-                    failures.append(
-                        TaskFailure(
-                            task_id=task.id,
-                            trajectory_id=trajectory.id,
-                            reason=trajectory.failure_reason,
-                        )
-                    )
-                    status.recent_failures = list(failures)
-
-            try:
-                await asyncio.gather(*(play(i, task) for i, task in enumerate(plays)))
-            finally:
-                await policy.aclose()
-
-        self._runs.start(status, work)
-        return self.status(status.id)
-
-    def status(self, run_id: str) -> TeacherRunStatus:
+    async def status(self, run_id: str) -> TeacherRunStatus:
         """Progress so far; ``KeyError`` when unknown."""
-        return self._runs.status(run_id)
+        meta = await self._store.meta(run_id)
+        if meta is None or meta.get("kind") != KIND:
+            raise KeyError(run_id)
+        status = TeacherRunStatus.model_validate_json(meta["status"])
+        failures = await self._store.failures(run_id)
+        return status.model_copy(
+            update={
+                "state": JobState(meta["state"]),
+                "error": meta.get("error"),
+                "finished_at": datetime.fromisoformat(meta["finished_at"])
+                if "finished_at" in meta
+                else None,
+                "done": counter(meta, "done"),
+                "failed": counter(meta, "failed"),
+                "tool_calls": counter(meta, "tool_calls"),
+                "emulated_calls": counter(meta, "emulated_calls"),
+                "injected_failures": counter(meta, "injected_failures"),
+                "finish_reasons": {
+                    name.removeprefix("finish:"): int(value)
+                    for name, value in meta.items()
+                    if name.startswith("finish:")
+                },
+                "recent_failures": [TaskFailure.model_validate_json(f) for f in failures],
+            }
+        )
 
-    def all(self) -> list[TeacherRunStatus]:
-        """Every run kept, oldest first."""
-        return [run.status.model_copy(deep=True) for run in self._runs.runs()]
+    async def all(self) -> list[TeacherRunStatus]:
+        """Every run within the retention, oldest first."""
+        found = []
+        for run_id in await self._store.run_ids(KIND):
+            try:
+                found.append(await self.status(run_id))
+            except KeyError:  # expired meanwhile
+                continue
+        return found
 
-    def trajectories(self, run_id: str, offset: int, limit: int) -> TrajectoryPage:
+    async def trajectories(self, run_id: str, offset: int, limit: int) -> TrajectoryPage:
         """Finished trajectories ``offset`` to ``offset + limit``; ``KeyError`` when unknown."""
-        kept = list(self._runs.get(run_id).trajectories.values())
-        items = kept[offset : offset + limit]
-        after = offset + len(items)
+        await self.status(run_id)
+        total = await self._store.ordered_count(run_id)
+        ids = await self._store.ordered(run_id, offset, offset + limit - 1)
+        items = [t for t in await self._store.trajectories(run_id, ids) if t is not None]
+        after = offset + len(ids)
         return TrajectoryPage(
-            items=items, total=len(kept), next_offset=after if after < len(kept) else None
+            items=items, total=total, next_offset=after if after < total else None
         )
 
     async def wait(self, run_id: str) -> TeacherRunStatus:
         """Wait for the run to end."""
-        return await self._runs.wait(run_id)
+        await self._store.wait(run_id)
+        return await self.status(run_id)
 
     async def cancel(self, run_id: str) -> TeacherRunStatus:
         """Stop it; finished trajectories stay readable."""
-        return await self._runs.cancel(run_id)
+        await self.status(run_id)
+        await self._store.cancel(run_id)
+        await self._queue.cancel_local(run_id)
+        return await self.status(run_id)
 
     async def aclose(self) -> None:
-        """Cancel every running run."""
-        await self._runs.aclose()
+        """Close this replica's policy clients."""
+        await self._policies.aclose()
+
+    # -- units ------------------------------------------------------------------------------
+
+    async def play_unit(self, unit: WorkUnit) -> None:
+        """Play one task with the teacher and keep its trajectory."""
+        plan, item = await self._unit_plan(unit)
+        play = PlayTask(item.task, item.server)
+        trajectory_id = unit_trajectory_id(unit.run_id, unit.index)
+        seed = plan.emulator.seed + unit.index
+        backend = ServerEpisodes(
+            play=play,
+            http=self._http,
+            emulator_url=plan.emulator_url,
+            emulator_headers=self._emulator_headers,
+            mcp_headers=self._mcp_headers(item.server.url or ""),
+            options=plan.emulator,
+            seed=seed,
+        )
+        gate = self._gates.setdefault(unit.run_id, asyncio.Semaphore(plan.concurrency))
+        policy = self._policies.acquire(
+            unit.run_id, lambda: self._policy_factory(plan.policy, plan.token_ids)
+        )
+        try:
+            async with gate:
+                trajectory = await within_deadline(
+                    run_episode(
+                        play,
+                        policy=policy,
+                        episodes=backend,
+                        sampling=plan.sampling,
+                        limits=plan.limits,
+                        system_prompt=plan.system_prompt,
+                        seed=seed,
+                        trajectory_id=trajectory_id,
+                    ),
+                    hard_deadline_s(plan.limits.timeout_s),
+                    lambda reason: failed_trajectory(
+                        play, reason, model=policy.model, trajectory_id=trajectory_id
+                    ),
+                )
+        finally:
+            await self._policies.release(unit.run_id)
+        await self._record(unit, play, trajectory, backend.emulated)
+
+    async def fail_unit(self, unit: WorkUnit, reason: str) -> None:
+        """Keep a failed trajectory with ``reason`` for the task."""
+        plan, item = await self._unit_plan(unit)
+        play = PlayTask(item.task, item.server)
+        trajectory = failed_trajectory(
+            play,
+            reason,
+            model=plan.policy.model,
+            trajectory_id=unit_trajectory_id(unit.run_id, unit.index),
+        )
+        await self._record(unit, play, trajectory, None)
+
+    async def _unit_plan(self, unit: WorkUnit) -> tuple[_Plan, _Unit]:
+        plan_json, unit_json = await self._store.plan(unit.run_id, "plan", f"task:{unit.index}")
+        if plan_json is None or unit_json is None:
+            raise KeyError(unit.run_id)
+        return _Plan.model_validate_json(plan_json), _Unit.model_validate_json(unit_json)
+
+    async def _record(
+        self,
+        unit: WorkUnit,
+        play: PlayTask,
+        trajectory: Trajectory,
+        emulated: EmulatedSession | None,
+    ) -> None:
+        trajectory.metadata |= {
+            "task_id": play.id,
+            "server": play.server.name,
+            "tools_emulated": emulated is not None,
+            "emulated_calls": len(emulated.history) if emulated else 0,
+            "injected_failures": emulated.injected if emulated else 0,
+            "source": "teacher",
+        }
+        counters: list[tuple[str, int | float]] = [
+            ("tool_calls", int(trajectory.metadata.get("tool_calls", 0))),
+            ("emulated_calls", len(emulated.history) if emulated else 0),
+            ("injected_failures", emulated.injected if emulated else 0),
+            (f"finish:{trajectory.finish_reason.value}", 1),
+        ]
+        failure = ""
+        if trajectory.failure_reason is not None:
+            counters.append(("failed", 1))
+            failure = TaskFailure(
+                task_id=play.id, trajectory_id=trajectory.id, reason=trajectory.failure_reason
+            ).model_dump_json()
+        recorded = await self._store.record(
+            unit.run_id,
+            unit.index,
+            UnitRecord(
+                result=trajectory.id,
+                counters=counters,
+                order=trajectory.id,
+                failure=failure,
+                trajectory=trajectory,
+            ),
+        )
+        if recorded and await self._store.state(unit.run_id) is not JobState.RUNNING:
+            self._gates.pop(unit.run_id, None)

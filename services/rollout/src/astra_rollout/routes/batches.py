@@ -15,11 +15,11 @@ def batches_router(runner: BatchRunner, auth: Callable[..., Awaitable[None]]) ->
     router = APIRouter(prefix="/batches", tags=["batches"])
     write = [Depends(auth)]
 
-    def known(batch_id: str) -> BatchStatus:
+    async def known(batch_id: str) -> BatchStatus:
         try:
-            return runner.status(batch_id)
+            return await runner.status(batch_id)
         except BatchNotFound:
-            raise HTTPException(404, detail=f"no batch {batch_id!r} in this process") from None
+            raise HTTPException(404, detail=f"no batch {batch_id!r}") from None
 
     @router.post("", status_code=201, dependencies=write, summary="Start a batch of rollouts")
     async def start(body: BatchRequest) -> BatchStatus:
@@ -28,17 +28,17 @@ def batches_router(runner: BatchRunner, auth: Callable[..., Awaitable[None]]) ->
         except BatchError as exc:
             raise HTTPException(exc.status, detail=str(exc)) from None
 
-    @router.get("", summary="Batches this process knows, oldest first")
+    @router.get("", summary="Batches within the retention, oldest first")
     async def list_batches() -> list[BatchStatus]:
-        return runner.all()
+        return await runner.all()
 
     @router.get("/{batch_id}", summary="Progress and summary of a batch")
     async def read(batch_id: str) -> BatchStatus:
-        return known(batch_id)
+        return await known(batch_id)
 
     @router.post("/{batch_id}/cancel", dependencies=write, summary="Cancel a running batch")
     async def cancel(batch_id: str) -> BatchStatus:
-        status = known(batch_id)
+        status = await known(batch_id)
         if status.state.terminal:
             detail = f"batch {batch_id!r} has already ended ({status.state})"
             raise HTTPException(409, detail=detail)

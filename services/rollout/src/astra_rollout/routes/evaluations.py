@@ -20,13 +20,11 @@ def evaluations_router(runner: EvaluationRunner, auth: Callable[..., Awaitable[N
     router = APIRouter(prefix="/evaluations", tags=["evaluations"])
     write = [Depends(auth)]
 
-    def known(evaluation_id: str) -> EvaluationStatus:
+    async def known(evaluation_id: str) -> EvaluationStatus:
         try:
-            return runner.status(evaluation_id)
+            return await runner.status(evaluation_id)
         except KeyError:
-            raise HTTPException(
-                404, detail=f"no evaluation {evaluation_id!r} in this process"
-            ) from None
+            raise HTTPException(404, detail=f"no evaluation {evaluation_id!r}") from None
 
     @router.post("", status_code=201, dependencies=write, summary="Start an evaluation suite")
     async def start(body: EvaluationRequest) -> EvaluationStatus:
@@ -35,25 +33,25 @@ def evaluations_router(runner: EvaluationRunner, auth: Callable[..., Awaitable[N
         except EvaluationError as exc:
             raise HTTPException(exc.status, detail=str(exc)) from None
 
-    @router.get("", summary="Evaluations this process keeps (without per-entry rows)")
+    @router.get("", summary="Evaluations within the retention (without per-entry rows)")
     async def list_evaluations() -> list[EvaluationStatus]:
-        return runner.all()
+        return await runner.all()
 
     @router.get("/{evaluation_id}", summary="Progress, scores per category and per entry")
     async def read(evaluation_id: str) -> EvaluationStatus:
-        return known(evaluation_id)
+        return await known(evaluation_id)
 
     @router.get("/{evaluation_id}/trajectories/{trajectory_id}", summary="One evaluated trajectory")
     async def trajectory(evaluation_id: str, trajectory_id: str) -> Trajectory:
-        known(evaluation_id)
+        await known(evaluation_id)
         try:
-            return runner.trajectory(evaluation_id, trajectory_id)
+            return await runner.trajectory(evaluation_id, trajectory_id)
         except KeyError:
             raise HTTPException(404, detail=f"no trajectory {trajectory_id!r}") from None
 
     @router.post("/{evaluation_id}/cancel", dependencies=write, summary="Cancel an evaluation")
     async def cancel(evaluation_id: str) -> EvaluationStatus:
-        status = known(evaluation_id)
+        status = await known(evaluation_id)
         if status.state.terminal:
             raise HTTPException(409, detail=f"evaluation {evaluation_id!r} has already ended")
         return await runner.cancel(evaluation_id)

@@ -19,11 +19,11 @@ def teacher_router(runner: TeacherRunner, auth: Callable[..., Awaitable[None]]) 
     router = APIRouter(prefix="/teacher-runs", tags=["teacher runs"])
     write = [Depends(auth)]
 
-    def known(run_id: str) -> TeacherRunStatus:
+    async def known(run_id: str) -> TeacherRunStatus:
         try:
-            return runner.status(run_id)
+            return await runner.status(run_id)
         except KeyError:
-            raise HTTPException(404, detail=f"no teacher run {run_id!r} in this process") from None
+            raise HTTPException(404, detail=f"no teacher run {run_id!r}") from None
 
     @router.post("", status_code=201, dependencies=write, summary="Play tasks with a teacher model")
     async def start(body: TeacherRunRequest) -> TeacherRunStatus:
@@ -32,13 +32,13 @@ def teacher_router(runner: TeacherRunner, auth: Callable[..., Awaitable[None]]) 
         except BatchError as exc:
             raise HTTPException(exc.status, detail=str(exc)) from None
 
-    @router.get("", summary="Teacher runs this process keeps, oldest first")
+    @router.get("", summary="Teacher runs within the retention, oldest first")
     async def list_runs() -> list[TeacherRunStatus]:
-        return runner.all()
+        return await runner.all()
 
     @router.get("/{run_id}", summary="Progress of a teacher run")
     async def read(run_id: str) -> TeacherRunStatus:
-        return known(run_id)
+        return await known(run_id)
 
     @router.get("/{run_id}/trajectories", summary="Finished trajectories, in finishing order")
     async def trajectories(
@@ -46,12 +46,12 @@ def teacher_router(runner: TeacherRunner, auth: Callable[..., Awaitable[None]]) 
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> TrajectoryPage:
-        known(run_id)
-        return runner.trajectories(run_id, offset, limit)
+        await known(run_id)
+        return await runner.trajectories(run_id, offset, limit)
 
     @router.post("/{run_id}/cancel", dependencies=write, summary="Cancel a teacher run")
     async def cancel(run_id: str) -> TeacherRunStatus:
-        status = known(run_id)
+        status = await known(run_id)
         if status.state.terminal:
             raise HTTPException(409, detail=f"teacher run {run_id!r} has already ended")
         return await runner.cancel(run_id)
