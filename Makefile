@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PACKAGES := -e proto -e libs/common -e services/synth -e services/envhost -e services/rollout -e services/trainer -e '.[dev]'
 PYPROJECTS := pyproject.toml proto/pyproject.toml libs/common/pyproject.toml $(wildcard services/*/pyproject.toml) constraints.txt
 
-.PHONY: install system-deps demo up test lint typecheck schemas docs-config check-generated clean
+.PHONY: install system-deps demo up test compose-test lint typecheck schemas docs-config check-generated clean
 
 # System packages the stack runs on (redis-server for the embedded runtime and the tests).
 system-deps:
@@ -45,6 +45,11 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest
+
+# The compose deployment on a real Docker engine (installed and started by the script, root
+# and Debian's packages needed): every image built, the stack run, scaled, then removed.
+compose-test: install
+	bash scripts/compose-test.sh
 
 # Generated files: JSON Schemas of the contracts and the configuration reference.
 schemas: install

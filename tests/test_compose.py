@@ -2,6 +2,7 @@
 
 The compose file is validated against the compose-spec JSON Schema, then cross-checked
 against the repository: services, build contexts, Dockerfiles, console scripts, env names.
+tests/compose/ builds and runs the stack on a real engine (scripts/compose-test.sh).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DEPS_SCRIPT = REPO_ROOT / "docker" / "deps.py"
 
-ASTRA_ENV_NAME = re.compile(r"ASTRA_(SYNTH|ENVHOST|ROLLOUT|TRAINER|DATABASE)_[A-Z_]+")
+ASTRA_ENV_NAME = re.compile(r"ASTRA_(SYNTH|ENVHOST|ROLLOUT|TRAINER|DATABASE|GATEWAY)_[A-Z_]+")
 # Settings every service has (astra_common ServiceSettings), under its own prefix.
 COMMON_SETTINGS = ("HOST", "PORT", "ENVIRONMENT", "API_TOKEN", "LOG_LEVEL")
 # Executables shipped by the third-party images the compose file runs.
@@ -39,7 +40,15 @@ IMAGE_BINARIES = {
     "postgres": {"postgres", "pg_isready"},
     "vllm/vllm-openai": {"vllm", "python3"},
 }
-SCALABLE_SERVICES = ("synth-worker", "envhost")
+SCALABLE_SERVICES = ("synth-worker", "envhost", "rollout")
+# Base images: a build argument or variable whose default is the upstream name users pull.
+UPSTREAM_IMAGES = {
+    "ASTRA_PYTHON_IMAGE": "python:3.11-slim",
+    "ASTRA_REDIS_IMAGE": "redis:7-alpine",
+    "ASTRA_POSTGRES_IMAGE": "postgres:16-alpine",
+}
+# Images of this repository that hold no service package (their own entrypoint and port).
+OTHER_DOCKERFILES = {"docker/vllm-cpu/Dockerfile"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
@@ -150,9 +159,19 @@ def built_services() -> Iterator[tuple[str, Path, Path]]:
         yield name, context, context / build.get("dockerfile", "Dockerfile")
 
 
-def dockerfiles() -> list[Path]:
+def all_dockerfiles() -> list[Path]:
     """Every Dockerfile the compose file builds, each once."""
     return sorted({dockerfile for _, _, dockerfile in built_services()})
+
+
+def dockerfiles() -> list[Path]:
+    """The Dockerfiles of the service packages (services/*/Dockerfile)."""
+    return [path for path in all_dockerfiles() if path.parent.parent == REPO_ROOT / "services"]
+
+
+def image_default(reference: str) -> str:
+    """``${VAR:-default}`` as compose resolves it when VAR is unset; other text unchanged."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", reference)
 
 
 def local_installs(instructions: list[Instruction]) -> list[Path]:
@@ -286,20 +305,34 @@ def test_every_service_folder_has_a_dockerfile_that_compose_builds() -> None:
 # --- (4) commands --------------------------------------------------------------------
 
 
+def image_dockerfiles() -> dict[str, Path]:
+    """The Dockerfile behind each image name the compose file builds."""
+    found: dict[str, Path] = {}
+    for name, _, dockerfile in built_services():
+        found[image_default(str(services()[name]["image"]))] = dockerfile
+    return found
+
+
 def test_commands_are_console_scripts_of_the_image() -> None:
-    built = {name: dockerfile for name, _, dockerfile in built_services()}
+    by_image = image_dockerfiles()
     for name, service in services().items():
         program = executable(service)
-        if name in built:
-            scripts = image_scripts(built[name])
+        image = image_default(str(service["image"]))
+        dockerfile = by_image.get(image)
+        if dockerfile is None:
+            assert not image.startswith("astra/"), f"{name}: no service builds {image}"
+            bare = image.rpartition(":")[0] or image
+            assert bare in IMAGE_BINARIES, f"{name}: unknown image {service['image']}"
+            assert program is None or program in IMAGE_BINARIES[bare], f"{name}: {program}"
+        elif dockerfile in dockerfiles():
+            scripts = image_scripts(dockerfile)
             if program is None:  # the image's own CMD
-                cmd = [i for i in parse_dockerfile(built[name]) if i.keyword == "CMD"]
+                cmd = [i for i in parse_dockerfile(dockerfile) if i.keyword == "CMD"]
                 program = cmd[-1].words()[0]
             assert program in scripts, f"{name} runs {program}, not one of {sorted(scripts)}"
-        else:
-            image = str(service["image"]).rpartition(":")[0] or str(service["image"])
-            assert image in IMAGE_BINARIES, f"{name}: unknown image {service['image']}"
-            assert program is None or program in IMAGE_BINARIES[image], f"{name}: {program}"
+        else:  # an image of ours without a service package: its ENTRYPOINT runs
+            assert service.get("entrypoint") is None, name
+            assert any(i.keyword == "ENTRYPOINT" for i in parse_dockerfile(dockerfile)), name
 
 
 def test_dockerfile_cmd_is_the_service_console_script() -> None:
@@ -320,17 +353,31 @@ def dockerignore_patterns() -> list[str]:
 
 
 def ignored(relative: str, patterns: list[str]) -> bool:
-    """Whether .dockerignore leaves ``relative`` (or a folder above it) out of the context."""
+    """Whether .dockerignore leaves ``relative`` out of the context: as Docker reads it, the
+    last pattern matching the path or a folder above it decides, ``!`` re-including."""
     parts = Path(relative).parts
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in patterns:
+    verdict = False
+    for raw in patterns:
+        negated = raw.startswith("!")
+        pattern = raw.removeprefix("!").rstrip("/")
         bare = pattern.removeprefix("**/")
         for prefix in prefixes:
-            if fnmatch.fnmatch(prefix, pattern):
-                return True
-            if bare != pattern and fnmatch.fnmatch(prefix.rpartition("/")[2], bare):
-                return True
-    return False
+            name = prefix.rpartition("/")[2]
+            if fnmatch.fnmatch(prefix, pattern) or (
+                bare != pattern and fnmatch.fnmatch(name, bare)
+            ):
+                verdict = not negated
+                break
+    return verdict
+
+
+def test_the_dockerignore_reading_follows_docker() -> None:
+    patterns = ["*", "!proto/", "**/__pycache__", ".env"]
+    assert ignored(".venv/bin/python", patterns)
+    assert not ignored("proto/src/astra_proto/__init__.py", patterns)
+    assert ignored("proto/src/__pycache__/x.pyc", patterns)
+    assert ignored(".env", patterns)
 
 
 def test_dockerfile_copy_sources_exist_and_are_in_the_context() -> None:
@@ -396,8 +443,10 @@ def test_images_install_every_local_package_the_service_needs() -> None:
 def test_images_run_as_a_non_root_user_and_expose_8080() -> None:
     for dockerfile in dockerfiles():
         instructions = parse_dockerfile(dockerfile)
-        assert instructions[0].keyword == "FROM"
-        assert instructions[0].arguments.strip() == "python:3.11-slim"
+        # The base image is a build argument whose default is the upstream image.
+        assert [i.keyword for i in instructions[:2]] == ["ARG", "FROM"], dockerfile
+        assert instructions[0].arguments.strip() == "PYTHON_IMAGE=python:3.11-slim"
+        assert instructions[1].arguments.strip() == "${PYTHON_IMAGE}"
         users = [step.arguments.strip() for step in instructions if step.keyword == "USER"]
         assert users, f"{dockerfile}: runs as root"
         assert users[-1] not in {"root", "0"}, f"{dockerfile}: runs as root"
@@ -430,15 +479,21 @@ def settings_prefix(name: str, service: dict[str, Any]) -> str:
     """The env prefix a repository service reads: its package's, or the database CLI's."""
     if executable(service) == "astra-db":
         return "ASTRA_DATABASE_"
-    dockerfile = {n: d for n, _, d in built_services()}[name]
+    if executable(service) == "astra-envhost-gateway":
+        return "ASTRA_GATEWAY_"
+    dockerfile = image_dockerfiles()[image_default(str(service["image"]))]
     return f"ASTRA_{dockerfile.parent.name.upper()}_"
 
 
 def test_env_names_follow_the_settings_prefixes() -> None:
-    built = {name for name, _, _ in built_services()}
+    ours = {
+        name
+        for name, service in services().items()
+        if image_dockerfiles().get(image_default(str(service["image"]))) in dockerfiles()
+    }
     for name, service in services().items():
         names = astra_names(service)
-        if name not in built:
+        if name not in ours:
             assert not names, f"{name} is not ours but sets {sorted(names)}"
             continue
         prefix = settings_prefix(name, service)
@@ -447,8 +502,8 @@ def test_env_names_follow_the_settings_prefixes() -> None:
         for env_name in names:
             assert ASTRA_ENV_NAME.fullmatch(env_name), f"{name}: bad env name {env_name}"
             assert env_name.startswith(prefix), f"{name}: {env_name} is not {prefix}*"
-        if prefix == "ASTRA_DATABASE_":
-            continue
+        if prefix in ("ASTRA_DATABASE_", "ASTRA_GATEWAY_") or service.get("restart") == "no":
+            continue  # the gateway, migrations and one-shot commands serve no API of their own
         for setting in COMMON_SETTINGS:
             assert prefix + setting in environment, f"{name}: {prefix}{setting} not set"
         assert environment[prefix + "HOST"] == "0.0.0.0"
@@ -506,12 +561,28 @@ def test_long_running_services_have_healthchecks() -> None:
 
 
 def test_http_healthchecks_hit_healthz_on_the_service_port() -> None:
-    for name, _, _ in built_services():
-        service = services()[name]
+    for name, service in services().items():
+        if image_dockerfiles().get(image_default(str(service["image"]))) not in dockerfiles():
+            continue
+        if service.get("restart") == "no" or executable(service) == "astra-synth-worker":
+            continue  # one-shot services; the worker serves no HTTP (Celery ping instead)
         test = " ".join(service.get("healthcheck", {}).get("test", []))
-        if executable(service) in {"astra-db", "astra-synth-worker"}:
-            continue  # one-shot migration; the worker serves no HTTP (Celery ping instead)
         assert "http://127.0.0.1:8080/healthz" in test, name
+
+
+def test_base_images_default_to_the_upstream_names() -> None:
+    text = COMPOSE_FILE.read_text()
+    for variable, upstream in UPSTREAM_IMAGES.items():
+        uses = re.findall(r"\$\{" + variable + r"(:-[^}]*)\}", text)
+        assert uses, f"{variable} unused"
+        assert set(uses) == {":-" + upstream}, f"{variable}: {uses}"
+    for name, service in services().items():
+        image = image_default(str(service["image"]))
+        assert (
+            image.startswith("astra/")
+            or image in UPSTREAM_IMAGES.values()
+            or image.startswith("vllm/vllm-openai:")
+        ), f"{name}: {service['image']}"
 
 
 # --- (8) deps.py ---------------------------------------------------------------------

