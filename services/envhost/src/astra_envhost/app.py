@@ -27,6 +27,7 @@ from astra_envhost.mcp_server import (
     security_settings,
 )
 from astra_envhost.registry import EnvironmentRegistry
+from astra_envhost.routes.bfcl import bfcl_router
 from astra_envhost.routes.episodes import RedirectToOwner, episodes_router, redirect_to_owner
 from astra_envhost.routes.executions import executions_router
 from astra_envhost.sandbox import (
@@ -158,6 +159,7 @@ def create_app(
                 trust_forwarded_headers=settings.trust_forwarded_headers,
             ),
             executions_router(executions, bearer_auth(settings)),
+            bfcl_router(),
         ],
         health_checks={"database": database_check(database.engine)},
         lifespan=lifespan,

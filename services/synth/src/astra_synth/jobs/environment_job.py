@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from astra_common.db.repositories import Registration
 from astra_common.retry import retry_transient
 from astra_proto import EnvironmentSpec, JobState, SynthesisJob
+from astra_synth.jobs.bfcl_source import BfclSource
 from astra_synth.jobs.environment_source import EnvironmentSource, JobContext
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.lifecycle import RunningJob, run_job
@@ -23,9 +24,12 @@ from astra_synth.settings import SynthSettings
 
 
 def source_for(request: EnvironmentJobRequest) -> EnvironmentSource:
-    """The source that serves ``request``: procedural, or the LLM pipeline."""
-    if request.resolved_source() == "procedural":
+    """The source that serves ``request``: procedural, BFCL, or the LLM pipeline."""
+    source = request.resolved_source()
+    if source == "procedural":
         return ProceduralSource()
+    if source == "bfcl":
+        return BfclSource()
     from astra_synth.jobs.llm_source import LlmSource  # the heavier path, imported when used
 
     return LlmSource()
@@ -64,7 +68,8 @@ async def _verify_and_register(
     context: JobContext, specs: AsyncIterator[EnvironmentSpec], concurrency: int
 ) -> None:
     """Certify each spec by replaying its reference calls through envhost (unless its source
-    certified it already), and register the ones that pass, ``concurrency`` at a time."""
+    certified it already, or it is builtin: envhost's own backend, nothing synthesized to
+    replay), and register the ones that pass, ``concurrency`` at a time."""
     progress = context.progress
     slots = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
@@ -114,6 +119,9 @@ async def _verify_and_register(
                 # Certified by its source, which counts its own stages: stored before the
                 # source moves on, so a failure here is not counted as registered.
                 await register(spec, count_stage=False)
+                continue
+            if spec.kind == "builtin":
+                await register(spec, count_stage=True)
                 continue
             if len(pending) >= 2 * concurrency:  # backpressure on the producer
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

@@ -1,4 +1,6 @@
-"""Running synthesized tools through envhost's sandbox (``POST /v1/executions``).
+"""synth's client of envhost: running synthesized tools in its sandbox (``POST
+/v1/executions``) and reading the BFCL environment specs it serves (``GET
+/v1/bfcl/environments``).
 
 Synth never executes tool code itself: every replay and verification goes to the envhost
 that serves episodes, so a tool is checked in the very sandbox it will run in.
@@ -11,8 +13,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from pydantic import TypeAdapter
 
-from astra_proto import ReferenceCall, SyntheticTool
+from astra_proto import EnvironmentSpec, ReferenceCall, SyntheticTool
 from astra_proto.execution import (
     MAX_EXECUTION_CALLS,
     CallOutcome,
@@ -29,8 +32,14 @@ class ExecutionUnavailable(ExecutorUnavailable):
     pipeline ends the job on it rather than rejecting one item."""
 
 
+class BfclSelectionRefused(ValueError):
+    """envhost refused a BFCL selection (an unknown category or entry id); the message is its
+    reason."""
+
+
 class EnvironmentExecutor:
-    """An HTTP client of envhost's execution endpoint; use it as an async context manager."""
+    """An HTTP client of envhost's execution and BFCL endpoints; use it as an async context
+    manager."""
 
     def __init__(
         self, envhost_url: str, *, token: str | None = None, timeout_s: float = 120.0
@@ -82,6 +91,36 @@ class EnvironmentExecutor:
         outcomes = await self.run(tools, [(c.tool_name, dict(c.arguments)) for c in calls])
         return [(outcome.output, outcome.error) for outcome in outcomes]
 
+    async def bfcl_environments(
+        self,
+        categories: Sequence[str] | None,
+        limit: int | None,
+        entries: Sequence[str] | None,
+    ) -> list[EnvironmentSpec]:
+        """The BFCL v3 multi-turn specs envhost builds for the selection, in BFCL's order.
+        ``BfclSelectionRefused`` for an unknown category or entry id;
+        ``ExecutionUnavailable`` when envhost cannot be used at all."""
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("category", name) for name in categories or []
+        ]
+        params += [("entry", entry_id) for entry_id in entries or []]
+        if limit is not None:
+            params.append(("limit", limit))
+        try:
+            response = await self.http.get("/v1/bfcl/environments", params=params)
+        except httpx.HTTPError as exc:
+            raise ExecutionUnavailable(
+                f"cannot reach envhost at {self.envhost_url}: {type(exc).__name__}: {exc}"
+            ) from None
+        if response.status_code == 422:
+            detail = response.json().get("detail")
+            raise BfclSelectionRefused(detail if isinstance(detail, str) else str(detail))
+        if response.status_code != 200:
+            raise ExecutionUnavailable(
+                f"envhost answered {response.status_code} to a BFCL request: {response.text[:300]}"
+            )
+        return _SPECS.validate_json(response.content)
+
     async def _post(self, request: ExecutionRequest) -> list[CallOutcome]:
         try:
             response = await self.http.post(
@@ -104,3 +143,4 @@ class EnvironmentExecutor:
 
 
 _JSON = {"Content-Type": "application/json"}
+_SPECS = TypeAdapter(list[EnvironmentSpec])

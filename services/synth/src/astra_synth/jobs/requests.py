@@ -19,7 +19,26 @@ MAX_KNOWLEDGE_CHARS = 50_000
 MAX_COUNT = 100_000
 MAX_TEACHER_TASKS = 10_000
 
-Source = Literal["procedural", "qa", "knowledge"]
+MAX_BFCL_ENTRIES = 1_000
+
+Source = Literal["procedural", "qa", "knowledge", "bfcl"]
+
+
+class BfclSelection(BaseModel):
+    """Which BFCL v3 multi-turn entries a ``bfcl`` job imports (envhost holds the benchmark)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    categories: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="base, miss_func, miss_param, long_context (default: all four).",
+    )
+    limit: int | None = Field(default=None, ge=0, description="At most this many per category.")
+    entries: list[str] | None = Field(
+        default=None, min_length=1, max_length=MAX_BFCL_ENTRIES, description="Only these ids."
+    )
 
 
 class EnvironmentJobRequest(BaseModel):
@@ -28,7 +47,9 @@ class EnvironmentJobRequest(BaseModel):
     ``source`` defaults to what the inputs imply, and to ``procedural`` (no LLM) when there
     are none. ``qa`` needs ``qa_jsonl`` (one JSON object
     per line with ``question`` and ``answer``), ``knowledge`` needs ``knowledge`` texts; both
-    need an LLM endpoint (here or configured).
+    need an LLM endpoint (here or configured). ``bfcl`` imports BFCL v3 multi-turn entries
+    (``bfcl``: categories, limit per category, entry ids) as served by envhost; ``count`` and
+    the procedural fields do not apply to it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +70,7 @@ class EnvironmentJobRequest(BaseModel):
     pipeline: dict[str, Any] = Field(
         default_factory=dict, description="LLM pipeline settings (thresholds, retries, hop budget)."
     )
+    bfcl: BfclSelection | None = Field(default=None, description="The entries of source bfcl.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Items verified at once.")
 
     @model_validator(mode="after")
@@ -59,8 +81,10 @@ class EnvironmentJobRequest(BaseModel):
             raise ValueError("source 'qa' needs qa_jsonl (one JSON object per line)")
         if self.source == "knowledge" and not self.knowledge:
             raise ValueError("source 'knowledge' needs knowledge texts")
-        if self.source == "procedural" and (self.qa_jsonl or self.knowledge):
-            raise ValueError("source 'procedural' takes no qa_jsonl or knowledge")
+        if self.source in ("procedural", "bfcl") and (self.qa_jsonl or self.knowledge):
+            raise ValueError(f"source {self.source!r} takes no qa_jsonl or knowledge")
+        if self.bfcl is not None and self.resolved_source() != "bfcl":
+            raise ValueError(f"source {self.resolved_source()!r} takes no bfcl selection")
         if any(len(text) > MAX_KNOWLEDGE_CHARS for text in self.knowledge or []):
             raise ValueError(f"each knowledge text holds at most {MAX_KNOWLEDGE_CHARS} characters")
         if self.resolved_source() == "procedural" and self.scenario_types:
@@ -69,13 +93,15 @@ class EnvironmentJobRequest(BaseModel):
 
     def resolved_source(self) -> Source:
         """The source to run: the one given, else what the inputs imply (QA pairs, knowledge
-        texts), else procedural."""
+        texts, a BFCL selection), else procedural."""
         if self.source is not None:
             return self.source
         if self.qa_jsonl:
             return "qa"
         if self.knowledge:
             return "knowledge"
+        if self.bfcl is not None:
+            return "bfcl"
         return "procedural"
 
     def qa_size(self) -> int:

@@ -101,7 +101,7 @@ def jobs_router(
                 413, detail=f"qa_jsonl holds {body.qa_size()} bytes; the limit is {MAX_QA_BYTES}"
             )
         source = body.resolved_source()
-        if source != "procedural":
+        if source in ("qa", "knowledge"):
             needs_llm(body.llm_base_url, f"source {source!r}")
             check_pipeline_settings(body.pipeline)
         return await submit(JobKind.ENVIRONMENTS, body, ENVIRONMENT_JOB_TASK, source=source)
