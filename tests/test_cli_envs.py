@@ -1,21 +1,22 @@
-"""``astra envs`` against a real synth API: import BFCL, list, show, and clear errors."""
+"""``astra envs`` against a real synth API, Celery worker and envhost: import BFCL (a synth
+job whose source is envhost's BFCL pack), list, show, and clear errors."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from http_support import running
+from synth_support import synth_stack
 
-from astra.redis_server import free_port
-from astra_common.db.migrate import upgrade_async
-from astra_synth.app import create_app
-from astra_synth.settings import SynthSettings
+from astra_envhost.settings import EnvhostSettings
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
+
+Settings = Callable[..., EnvhostSettings]
 
 
 async def astra(*args: str) -> tuple[int, str, str]:
@@ -28,22 +29,33 @@ async def astra(*args: str) -> tuple[int, str, str]:
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def test_import_bfcl_list_and_show(tmp_path: Path, redis_url: str) -> None:
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'astra.db'}"
-    await upgrade_async(database_url)
-    settings = SynthSettings(database_url=database_url, redis_url=redis_url, api_token="t")
-    async with running(create_app(settings), free_port()) as url:
+async def test_import_bfcl_list_and_show(
+    database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
+) -> None:
+    # BFCL runs on its own backends, not in the sandbox: no isolation to ask for.
+    def unsandboxed() -> EnvhostSettings:
+        return envhost_settings(sandbox="none", allow_unsandboxed=True)
+
+    async with synth_stack(database_url, redis_url, tmp_path, unsandboxed, api_token="t") as s:
+        s.workers.start()
+        url = s.url
         flags = ["--synth-url", url, "--token", "t"]
         code, out, err = await astra("envs", "import", "bfcl", "-c", "base", "--limit", "3", *flags)
-        assert code == 0, err
-        assert "3 environments registered, 0 were already there" in out
+        assert code == 0, (err, s.workers.logs())
+        assert "(bfcl)" in out  # the job that imports them
+        assert f"3 environments registered, 0 were already there ({url})" in out
         code, out, _ = await astra("envs", "import", "bfcl", "-c", "base", "--limit", "3", *flags)
         assert "0 environments registered, 3 were already there" in out
+        entry = ["--entry", "multi_turn_miss_param_4"]
+        code, out, err = await astra("envs", "import", "bfcl", *entry, *flags)
+        assert code == 0, err
+        assert "1 environments registered, 0 were already there" in out
 
         code, out, _ = await astra("envs", "list", "--source", "bfcl", "--synth-url", url)
         assert code == 0
-        assert "3 of 3 environments" in out
+        assert "4 of 4 environments" in out
         assert "multi_turn_base" in out
+        assert "multi_turn_miss_param" in out
 
         code, out, err = await astra("envs", "import", "bfcl", "-c", "nonsense", *flags)
         assert code == 1
@@ -51,6 +63,9 @@ async def test_import_bfcl_list_and_show(tmp_path: Path, redis_url: str) -> None
         code, out, err = await astra("envs", "import", "bfcl", "--limit", "1", "--synth-url", url)
         assert code == 1
         assert "answered 401" in err
+        code, out, err = await astra("envs", "import", "gsm8k", *flags)
+        assert code == 1
+        assert "unknown source 'gsm8k'; importable: bfcl" in err
         code, out, err = await astra("envs", "show", "env_missing", "--synth-url", url)
         assert code == 1
         assert "answered 404" in err

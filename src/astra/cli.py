@@ -14,12 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from astra import __version__
-from astra.api_client import ApiClient
 from astra.cli_datasets import datasets_app
 from astra.cli_demo import LoopConfig, LoopError, connect_hint, first_env, run_on_stack
-from astra.cli_envs import envs_app
+from astra.cli_envs import bfcl_job, envs_app, print_import_summary
 from astra.cli_eval import evaluate
-from astra.cli_synth import synth_app
+from astra.cli_synth import start_job, synth_app
 from astra.cli_train import train_app
 from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
 
@@ -283,12 +282,11 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def _import_bfcl(stack: LocalStack) -> None:
-    from astra_envhost.bfcl import bfcl_environments  # imported late: it reads the dataset
-
-    specs = bfcl_environments(["base"], None, None)
-    with ApiClient(stack.url("synth")) as client, console.status("registering BFCL base"):
-        for spec in specs:
-            client.post("/v1/environments", spec.model_dump(mode="json"))
+    synth = stack.url("synth")
+    start_job(
+        "/v1/jobs/environments", bfcl_job(["base"], None, None), wait=True, synth_url=synth,
+        token=None, state_dir=stack.state_dir, summary=lambda job: print_import_summary(job, synth),
+    )  # fmt: skip
 
 
 app.command("eval")(evaluate)

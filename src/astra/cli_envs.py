@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
 from rich.table import Table
 
-from astra.api_client import ApiClient, ApiError, service_url
+from astra.api_client import service_url
 from astra.cli_support import call, console, err_console
 from astra.cli_support import fail as _fail
+from astra.cli_synth import start_job
 
 envs_app = typer.Typer(help="Import, list, show and verify environments.", no_args_is_help=True)
 
@@ -42,31 +42,33 @@ def import_benchmark(
     token: Token = None,
     state_dir: StateDir = Path(".astra"),
 ) -> None:
-    """Register a benchmark's tasks as environments (BFCL v3 multi-turn)."""
+    """Register a benchmark's tasks as environments (BFCL v3 multi-turn): a synth job whose
+    source is the benchmark as envhost serves it."""
     if source != "bfcl":
         raise _fail(f"unknown source {source!r}; importable: bfcl")
-    from astra_envhost.bfcl import bfcl_environments  # imported late: it reads the dataset
-
-    try:
-        specs = bfcl_environments(category, limit, entry)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    created = existing = 0
     url = service_url("synth", synth_url, state_dir)
-    try:
-        with ApiClient(url, token) as client, Progress(console=console) as progress:
-            task = progress.add_task(
-                f"registering {len(specs)} BFCL environments", total=len(specs)
-            )
-            for spec in specs:
-                response = client.post("/v1/environments", spec.model_dump(mode="json"))
-                if response.json()["created"]:
-                    created += 1
-                else:
-                    existing += 1
-                progress.advance(task)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+    start_job(
+        "/v1/jobs/environments", bfcl_job(category, limit, entry), wait=True, synth_url=url,
+        token=token, state_dir=state_dir, summary=lambda job: print_import_summary(job, url),
+    )  # fmt: skip
+
+
+def bfcl_job(
+    categories: list[str] | None, limit: int | None, entries: list[str] | None
+) -> dict[str, Any]:
+    """The body of an environment job that imports these BFCL entries."""
+    selection = {"categories": categories, "limit": limit, "entries": entries}
+    return {
+        "source": "bfcl",
+        "bfcl": {key: value for key, value in selection.items() if value is not None},
+    }
+
+
+def print_import_summary(job: dict[str, Any], url: str) -> None:
+    """How many environments an import job registered and how many were already there."""
+    result = job.get("result") or {}
+    existing = int(result.get("duplicates", 0))
+    created = int(result.get("registered", 0)) - existing
     console.print(f"{created} environments registered, {existing} were already there ({url})")
 
 

@@ -81,9 +81,10 @@ def start_job(
     token: str | None,
     state_dir: Path,
     summary: Callable[[dict[str, Any]], None],
-) -> None:
+) -> dict[str, Any]:
     """POST a job, follow it with progress bars when ``wait``, print ``summary`` of the ended
-    job; exit 1 with the reason when it is refused or does not succeed."""
+    job and return it (the started job when not ``wait``); exit 1 with the reason when it is
+    refused or does not succeed."""
     try:
         with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
             job = client.post(path, body).json()
@@ -97,6 +98,7 @@ def start_job(
         raise _fail(str(exc)) from None
     if wait and job["state"] != "succeeded":
         raise _fail(f"job {job['id']} {job['state']}: {job.get('error') or ''}".strip())
+    return job
 
 
 def follow(client: ApiClient, job_id: str, poll_s: float = 0.5) -> dict[str, Any]:

@@ -13,22 +13,28 @@ from envhost_support import envhost
 from synth_support import stage, synth_stack, wait_for_job
 
 from astra_envhost.bfcl import bfcl_environments
-from astra_envhost.sandbox import find_bwrap
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import EnvironmentSpec
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(find_bwrap() is None, reason="bubblewrap (bwrap) is not installed"),
 ]
 
 Settings = Callable[..., EnvhostSettings]
 
 
-async def test_envhost_serves_the_bfcl_specs_of_a_selection(envhost_settings: Settings) -> None:
+@pytest.fixture
+def unsandboxed(envhost_settings: Settings) -> Settings:
+    """envhost without a sandbox: BFCL runs on its own backends, no synthesized code runs."""
+    return lambda **overrides: envhost_settings(
+        **({"sandbox": "none", "allow_unsandboxed": True} | overrides)
+    )
+
+
+async def test_envhost_serves_the_bfcl_specs_of_a_selection(unsandboxed: Settings) -> None:
     async with (
-        envhost(envhost_settings()) as url,
+        envhost(unsandboxed()) as url,
         httpx.AsyncClient(base_url=url, timeout=60) as http,
     ):
         response = await http.get(
@@ -54,9 +60,9 @@ async def test_envhost_serves_the_bfcl_specs_of_a_selection(envhost_settings: Se
 
 
 async def test_bfcl_job_registers_the_entries_envhost_serves(
-    database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
+    database_url: str, redis_url: str, unsandboxed: Settings, tmp_path: Path
 ) -> None:
-    async with synth_stack(database_url, redis_url, tmp_path, envhost_settings) as s:
+    async with synth_stack(database_url, redis_url, tmp_path, unsandboxed) as s:
         http, workers = s.http, s.workers
         workers.start()
         body = {"source": "bfcl", "bfcl": {"categories": ["base"], "limit": 3}}
@@ -94,9 +100,9 @@ async def test_bfcl_job_registers_the_entries_envhost_serves(
 
 
 async def test_a_bfcl_request_takes_no_other_inputs(
-    database_url: str, redis_url: str, envhost_settings: Settings, tmp_path: Path
+    database_url: str, redis_url: str, unsandboxed: Settings, tmp_path: Path
 ) -> None:
-    async with synth_stack(database_url, redis_url, tmp_path, envhost_settings) as s:
+    async with synth_stack(database_url, redis_url, tmp_path, unsandboxed) as s:
         mixed = {"source": "bfcl", "qa_jsonl": '{"question": "q", "answer": "a"}'}
         assert (await s.http.post("/v1/jobs/environments", json=mixed)).status_code == 422
         wrong = {"source": "procedural", "bfcl": {"limit": 1}}
