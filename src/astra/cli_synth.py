@@ -87,7 +87,7 @@ def start_job(
     refused or does not succeed."""
     try:
         with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
-            job = client.post(path, body).json()
+            job: dict[str, Any] = client.post(path, body).json()
             source = job["params"].get("source")
             console.print(f"job {job['id']} started" + (f" ({source})" if source else ""))
             if wait:
