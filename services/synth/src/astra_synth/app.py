@@ -58,7 +58,7 @@ def create_app(settings: SynthSettings) -> FastAPI:
                 database, bearer_auth(settings), lambda: EnvironmentExecutor.from_settings(settings)
             ),
             jobs_router(database, celery_app, settings, bearer_auth(settings)),
-            datasets_router(TrajectoryStore(settings.data_dir)),
+            datasets_router(TrajectoryStore(settings.data_dir), bearer_auth(settings)),
             toolsets_router(TrajectoryStore(settings.data_dir), bearer_auth(settings)),
             emulate_router(chat_models, bearer_auth(settings)),
         ],

@@ -1,23 +1,65 @@
-"""Exported SFT datasets over REST: list, read a manifest, download a file."""
+"""Exported SFT datasets over REST: export uploaded records, list, read a manifest, download
+a file."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from astra_synth.trajectories.export import MANIFEST_FILE
-from astra_synth.trajectories.models import DatasetManifest
+from astra_proto import Trajectory
+from astra_synth.trajectories.export import MANIFEST_FILE, export_dataset
+from astra_synth.trajectories.models import DATASET_NAME_PATTERN, DatasetManifest
 from astra_synth.trajectories.store import NAME_PATTERN, TrajectoryStore
+
+MAX_UPLOAD_BYTES = 200_000_000
+"""Largest body ``POST /v1/datasets`` reads (bigger ones are refused with 413)."""
 
 DatasetName = Annotated[str, Path(pattern=NAME_PATTERN, description="The dataset's name.")]
 
 
-def datasets_router(store: TrajectoryStore) -> APIRouter:
+class DatasetUpload(BaseModel):
+    """Trajectory records to export as they are into the dataset ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=DATASET_NAME_PATTERN, description="The dataset's name.")
+    records: list[Trajectory] = Field(min_length=1)
+
+
+async def limit_upload(request: Request) -> None:
+    """Refuse bodies above ``MAX_UPLOAD_BYTES`` with 413 before reading them."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
+        raise HTTPException(
+            413, detail=f"request body of {int(length)} bytes exceeds {MAX_UPLOAD_BYTES} bytes"
+        )
+
+
+def datasets_router(store: TrajectoryStore, auth: Callable[..., Awaitable[None]]) -> APIRouter:
     """Routes of the datasets under the store's data directory."""
     router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+    @router.post(
+        "",
+        status_code=201,
+        dependencies=[Depends(auth), Depends(limit_upload)],
+        summary="Export uploaded Trajectory records as a dataset (replacing one of that name)",
+    )
+    async def upload(body: DatasetUpload) -> DatasetManifest:
+        """Write the records as they are (JSONL + Parquet + dataset card); 422 for a record
+        that cannot be a training sample (no final answer) or a repeated id."""
+        try:
+            return await asyncio.to_thread(
+                export_dataset, body.records, store.dataset_dir(body.name), name=body.name
+            )
+        except ValueError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
 
     def manifest(name: str) -> DatasetManifest:
         path = store.dataset_dir(name) / MANIFEST_FILE
