@@ -317,11 +317,35 @@ class LocalStack:
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def _default_model_dir(state_dir: Path) -> Path:
-    """The default policy model, converted once into the trainer's model store (~20 s)."""
-    from astra_trainer.models import ModelStore  # imported late: torch is slow to import
+MODEL_INIT_TIMEOUT_S = 900.0
+"""How long ``astra-trainer init-model`` may take (the first conversion takes ~20 s)."""
 
-    return ModelStore(state_dir / "models").ensure_default()
+
+def _default_model_dir(state_dir: Path) -> Path:
+    """The default policy model, converted once into the trainer's model store (~20 s) by
+    the trainer's own ``astra-trainer init-model``, from this interpreter's scripts."""
+    script = Path(sys.executable).parent / "astra-trainer"
+    if not script.is_file():
+        raise StackError(f"no {script}: install the trainer (`make install`)")
+    env = {**os.environ, "ASTRA_TRAINER_MODEL_DIR": str(state_dir / "models")}
+    try:
+        done = subprocess.run(
+            [str(script), "init-model"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=MODEL_INIT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(
+            f"`astra-trainer init-model` did not finish in {MODEL_INIT_TIMEOUT_S:.0f} s"
+        ) from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        reason = " ".join(done.stderr.strip().splitlines()[-3:]) or "no output"
+        raise StackError(f"`astra-trainer init-model` exited {done.returncode}: {reason}")
+    return Path(lines[-1])
 
 
 def _migrate(database_url: str) -> None:
