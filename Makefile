@@ -56,7 +56,7 @@ schemas: install
 	$(BIN)/python -m astra_proto.schemas write proto/schemas
 
 docs-config: install
-	$(BIN)/python -m astra.config_docs write docs/configuration.md
+	$(BIN)/python tests/config_docs.py write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .venv-vllm .astra .pytest_cache .mypy_cache .ruff_cache

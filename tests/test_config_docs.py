@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from astra.config_docs import main, render, undocumented_fields
+from config_docs import main, render, undocumented_fields
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

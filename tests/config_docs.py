@@ -1,6 +1,7 @@
-"""Generate (``write``) or verify (``check``) docs/configuration.md from the settings classes.
+"""Generate (``write``) or verify (``check``) docs/configuration.md from the settings classes
+of every service (a development tool: the CLI imports no service package).
 
-python -m astra.config_docs write docs/configuration.md
+python tests/config_docs.py write docs/configuration.md
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``write PATH`` regenerates the page; ``check PATH`` exits 1 when it is stale."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("write", "check"):
-        print("usage: python -m astra.config_docs {write|check} PATH", file=sys.stderr)
+        print("usage: python tests/config_docs.py {write|check} PATH", file=sys.stderr)
         return 2
     path = Path(args[1])
     if args[0] == "write":
