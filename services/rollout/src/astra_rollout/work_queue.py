@@ -45,6 +45,8 @@ ENQUEUE_CHUNK = 1000
 MAX_TICK_S = 1.0
 """The most time between two refreshes of claims (and checks for cancelled runs)."""
 ERROR_BACKOFF_S = 1.0
+RECANCEL_S = 0.5
+CANCEL_WAIT_S = 60.0
 
 # KEYS: 1 stream. ARGV: 1 group, 2 consumer, 3 idle ms to set ('' = leave at 0), 4.. entry ids.
 # Claims again (JUSTID: the delivery count stays) the entries this consumer still owns;
@@ -163,11 +165,7 @@ class WorkQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        held = list(self._held.values())
-        for item in held:
-            if item.task is not None:
-                item.task.cancel()
-        await asyncio.gather(*(h.task for h in held if h.task), return_exceptions=True)
+        await _cancel_all([h.task for h in self._held.values() if h.task is not None])
         ids = list(self._held)
         self._held.clear()
         if hand_back and ids:
@@ -346,14 +344,29 @@ class WorkQueue:
         for held in list(self._held.values()):
             if held.unit.run_id in wanted and held.task is not None:
                 held.run_cancelled = True
-                held.task.cancel()
                 tasks.append(held.task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(tasks)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again while they run: a
+    cancellation can be swallowed on Python 3.11 (an ``asyncio.wait_for`` or anyio cancel
+    scope racing with it), and a unit must not go on after its replica let it go."""
+    pending = {task for task in tasks if not task.done()}
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+    if pending:
+        logger.error(
+            "%d units did not stop within %.0f s of being cancelled", len(pending), CANCEL_WAIT_S
+        )
 
 
 def _text(value: bytes | str) -> str:
