@@ -263,7 +263,13 @@ class EvaluationRunner:
         spec = entry.spec
         trajectory_id = unit_trajectory_id(unit.run_id, unit.index)
         limits = request.limits or self._default_limits()
-        policy = self._policies.acquire(unit.run_id, lambda: self._policy_factory(request.policy))
+        try:
+            policy = self._policies.acquire(
+                unit.run_id, lambda: self._policy_factory(request.policy)
+            )
+        except Exception as exc:  # this replica has no usable endpoint: a failed entry
+            await self.fail_unit(unit, f"{type(exc).__name__}: {exc}")
+            return
         try:
             trajectory = await within_deadline(
                 run_episode(

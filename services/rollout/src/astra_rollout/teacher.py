@@ -312,9 +312,13 @@ class TeacherRunner:
             seed=seed,
         )
         gate = self._gates.setdefault(unit.run_id, asyncio.Semaphore(plan.concurrency))
-        policy = self._policies.acquire(
-            unit.run_id, lambda: self._policy_factory(plan.policy, plan.token_ids)
-        )
+        try:
+            policy = self._policies.acquire(
+                unit.run_id, lambda: self._policy_factory(plan.policy, plan.token_ids)
+            )
+        except Exception as exc:  # this replica has no usable endpoint: a failed trajectory
+            await self.fail_unit(unit, f"{type(exc).__name__}: {exc}")
+            return
         try:
             async with gate:
                 trajectory = await within_deadline(

@@ -240,6 +240,9 @@ class WorkQueue:
         )
         self._claim_cursor = _text(reply[0])
         entries: list[tuple[Any, Any]] = [e for e in reply[1] if e[1] is not None]
+        for entry_id, fields in reply[1]:
+            if fields is None:  # deleted from the stream (Redis 6.2 still hands it out)
+                self._background(self._ack(_text(entry_id)))
         if not entries:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
