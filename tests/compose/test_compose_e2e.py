@@ -39,7 +39,6 @@ SYNTH = "http://127.0.0.1:8100"
 ENVS = "http://127.0.0.1:8101"
 ROLLOUT = "http://127.0.0.1:8102"
 TRAINER = "http://127.0.0.1:8103"
-PROFILE = ["--profile", "cpu"]
 IMAGES = ["astra/synth", "astra/envhost", "astra/rollout", "astra/trainer", "astra/vllm-cpu"]
 # The stack's secrets: taken from the environment where set (to rerun single tests against a
 # stack already up), else fresh for this run.
@@ -48,11 +47,11 @@ POSTGRES_PASSWORD = os.environ.get("POSTGRES_PASSWORD") or secrets.token_hex(8)
 figures: dict[str, Any] = {}
 
 
-def compose(*args: str, timeout: float = 1800, check: bool = True) -> str:
+def compose(*args: str, timeout: float = 1800, check: bool = True, profile: str = "cpu") -> str:
     """Run ``docker compose`` on the repository's file; its output (stderr appended on error)."""
     env = {**os.environ, "POSTGRES_PASSWORD": POSTGRES_PASSWORD, "ASTRA_API_TOKEN": TOKEN}
     result = subprocess.run(
-        ["docker", "compose", "-f", str(REPO / "docker-compose.yml"), *PROFILE, *args],
+        ["docker", "compose", "-f", str(REPO / "docker-compose.yml"), "--profile", profile, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -127,6 +126,30 @@ def job_environments(synth: httpx.Client, job_id: str) -> list[str]:
     return [entry["id"] for entry in page["items"]]
 
 
+def synthesized(synth: httpx.Client, count: int, seed: int) -> list[str]:
+    """Ids of the environments of a procedural synthesis job started over REST, once done."""
+    body = {"count": count, "seed": seed, "split": "train"}
+    job = synth.post("/v1/jobs/environments", json=body).raise_for_status().json()
+    done = finished_job(synth, job["id"])
+    assert done["result"]["registered"] == count, done
+    return job_environments(synth, job["id"])
+
+
+def played(
+    rollout: httpx.Client, env_ids: list[str], *, max_tokens: int, seed: int
+) -> dict[str, Any]:
+    """A finished rollout batch of groups of 2 per environment against the policy server."""
+    body = {
+        "env_ids": env_ids,
+        "group_size": 2,
+        "sampling": {"temperature": 1.0, "max_tokens": max_tokens},
+        "limits": {"max_turns": 3},
+        "seed": seed,
+    }
+    batch = rollout.post("/v1/batches", json=body).raise_for_status().json()
+    return finished_batch(rollout, batch["id"])
+
+
 def redis_cli(*args: str) -> str:
     return compose("exec", "-T", "redis", "redis-cli", *args).strip()
 
@@ -191,6 +214,15 @@ def stack() -> Iterator[None]:
         print(json.dumps(figures, indent=2))
 
 
+def test_the_gpu_profile_is_a_valid_project_for_the_compose_cli(stack: None) -> None:
+    """The gpu profile cannot run here (no GPU): the real CLI checks and resolves it."""
+    resolved = json.loads(compose("config", "--format", "json", profile="gpu"))
+    vllm = resolved["services"]["vllm"]
+    assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert vllm["depends_on"]["model-init"]["condition"] == "service_completed_successfully"
+    assert "vllm-cpu" not in resolved["services"]
+
+
 def test_every_image_builds(stack: None) -> None:
     started = time.monotonic()
     compose("build", timeout=3000)
@@ -227,14 +259,7 @@ def test_every_service_comes_up_healthy(stack: None) -> None:
 
 def test_a_procedural_synthesis_job_over_rest(stack: None) -> None:
     with client(SYNTH) as synth:
-        job = (
-            synth.post("/v1/jobs/environments", json={"count": 6, "seed": 7, "split": "train"})
-            .raise_for_status()
-            .json()
-        )
-        done = finished_job(synth, job["id"])
-        assert done["result"]["registered"] == 6, done
-        assert len(job_environments(synth, job["id"])) == 6
+        assert len(synthesized(synth, 6, seed=7)) == 6
 
 
 def test_an_mcp_client_on_the_host_calls_tools_through_the_published_address(
@@ -269,12 +294,7 @@ def test_a_rollout_batch_on_the_cpu_policy_feeds_the_trainer_through_the_stream(
     stack: None,
 ) -> None:
     with client(SYNTH) as synth, client(ROLLOUT) as rollout, client(TRAINER) as trainer:
-        job = (
-            synth.post("/v1/jobs/environments", json={"count": 2, "seed": 11, "split": "train"})
-            .raise_for_status()
-            .json()
-        )
-        env_ids = job_environments(synth, finished_job(synth, job["id"])["id"])
+        env_ids = synthesized(synth, 2, seed=11)
         run = (
             trainer.post(
                 "/v1/runs/grpo",
@@ -296,21 +316,7 @@ def test_a_rollout_batch_on_the_cpu_policy_feeds_the_trainer_through_the_stream(
             .json()
         )
         started = time.monotonic()
-        batch = (
-            rollout.post(
-                "/v1/batches",
-                json={
-                    "env_ids": env_ids,
-                    "group_size": 2,
-                    "sampling": {"temperature": 1.0, "max_tokens": 192},
-                    "limits": {"max_turns": 3},
-                    "seed": 5,
-                },
-            )
-            .raise_for_status()
-            .json()
-        )
-        batch = finished_batch(rollout, batch["id"])
+        batch = played(rollout, env_ids, max_tokens=192, seed=5)
         figures["rollout_batch"] = {
             "episodes": batch["total"],
             "seconds": round(time.monotonic() - started),
@@ -418,30 +424,10 @@ def test_one_address_reaches_episodes_on_both_envhost_replicas(stack: None) -> N
 
 def test_a_batch_is_spread_over_both_rollout_replicas(stack: None) -> None:
     with client(SYNTH) as synth, client(ROLLOUT) as rollout:
-        job = (
-            synth.post("/v1/jobs/environments", json={"count": 4, "seed": 31, "split": "train"})
-            .raise_for_status()
-            .json()
-        )
-        env_ids = job_environments(synth, finished_job(synth, job["id"])["id"])
+        env_ids = synthesized(synth, 4, seed=31)
         first = redis_cli("XREVRANGE", "astra:trajectories", "+", "-", "COUNT", "1").split()[0]
         started = time.monotonic()
-        batch = (
-            rollout.post(
-                "/v1/batches",
-                json={
-                    "env_ids": env_ids,
-                    "group_size": 2,
-                    "sampling": {"temperature": 1.0, "max_tokens": 128},
-                    "limits": {"max_turns": 2},
-                    "seed": 9,
-                },
-            )
-            .raise_for_status()
-            .json()
-        )
-        # Read from the other replica too: the run's state is shared.
-        batch = finished_batch(rollout, batch["id"])
+        batch = played(rollout, env_ids, max_tokens=128, seed=9)
         assert batch["published"] == 8, batch
         figures["scaled_rollout_batch_s"] = round(time.monotonic() - started)
         entries = json.loads(redis_cli("--json", "XRANGE", "astra:trajectories", f"({first}", "+"))
