@@ -26,7 +26,7 @@ from synth_support import private_redis, silent_server
 from astra.redis_server import free_port
 from astra_common.streams import StreamConsumer
 from astra_envhost.settings import EnvhostSettings
-from astra_proto import TRAJECTORY_STREAM, Trajectory
+from astra_proto import TRAJECTORY_STREAM, EnvironmentSpec, Provenance, Trajectory
 from astra_rollout.app import create_app
 from astra_rollout.batch_models import BatchStatus
 from astra_rollout.run_store import unit_trajectory_id
@@ -76,13 +76,21 @@ class Deployment:
         return Replica(api=api, queue=app.state.work_queue)
 
 
+def heldout(split: str, domain: str) -> EnvironmentSpec:
+    """The weather task as a procedural environment of a held-out split (an evaluation entry)."""
+    data = weather_spec(domain).model_dump(exclude={"id"})
+    data |= {"split": split, "provenance": Provenance(source="procedural").model_dump()}
+    return EnvironmentSpec.model_validate(data)
+
+
 @asynccontextmanager
 async def deployment(
-    database_url: str, redis_url: str, envhost_settings: Settings
+    database_url: str, redis_url: str, envhost_settings: Settings, *extra: EnvironmentSpec
 ) -> AsyncIterator[Deployment]:
     own_redis = private_redis(redis_url)
+    specs = (weather_spec(), *extra)
     async with AsyncExitStack() as exits:
-        s = await exits.enter_async_context(stack(database_url, envhost_settings, weather_spec()))
+        s = await exits.enter_async_context(stack(database_url, envhost_settings, *specs))
         silent = await exits.enter_async_context(silent_server())
         synth = create_synth(SynthSettings(database_url=database_url, redis_url=own_redis))
         synth_url = await exits.enter_async_context(running(synth, free_port()))
@@ -225,3 +233,69 @@ async def test_a_replica_stopped_mid_run_loses_nothing(
         assert status.failed == len(failed) == 0
         assert status.summary.scored == 5
         assert status.summary.success_rate == 1.0
+
+
+async def test_evaluations_and_teacher_runs_are_read_from_any_replica(
+    database_url: str, redis_url: str, envhost_settings: Settings
+) -> None:
+    entries = (heldout("heldout_entities", "travel"), heldout("heldout_compositions", "travel"))
+    async with deployment(database_url, redis_url, envhost_settings, *entries) as d:
+        a = await d.replica(max_concurrent_episodes=1)
+        b = await d.replica(max_concurrent_episodes=1)
+        evaluation = await a.api.post(
+            "/v1/evaluations",
+            json={"suite": "heldout-procedural", "limit": 5, "policy": {"model": "solver"}},
+        )
+        assert evaluation.status_code == 201, evaluation.text
+        evaluation_id = evaluation.json()["id"]
+        spec = weather_spec()
+        teacher = await a.api.post(
+            "/v1/teacher-runs",
+            json={
+                "tasks": [{"id": f"t{i}", "question": spec.task, "server": "env"}
+                          for i in range(3)],
+                "servers": [{"name": "env",
+                             "url": f"{d.stack.envhost_url}/envs/{spec.id}/mcp"}],
+                "policy": {"model": "solver"},
+            },
+        )  # fmt: skip
+        assert teacher.status_code == 201, teacher.text
+        teacher_id = teacher.json()["id"]
+
+        async def both_ended() -> bool:
+            scores = (await b.api.get(f"/v1/evaluations/{evaluation_id}")).json()
+            run = (await b.api.get(f"/v1/teacher-runs/{teacher_id}")).json()
+            return bool(scores["state"] == run["state"] == "succeeded")
+
+        await until(both_ended, "the evaluation and the teacher run have ended")
+        scores = (await b.api.get(f"/v1/evaluations/{evaluation_id}")).json()
+        listed = (await b.api.get("/v1/evaluations")).json()
+        kept = [
+            (
+                await b.api.get(
+                    f"/v1/evaluations/{evaluation_id}/trajectories/{row['trajectory_id']}"
+                )
+            )
+            for row in scores["entries"]
+        ]
+        run = (await b.api.get(f"/v1/teacher-runs/{teacher_id}")).json()
+        first = (await b.api.get(f"/v1/teacher-runs/{teacher_id}/trajectories?limit=2")).json()
+        rest = (
+            await b.api.get(f"/v1/teacher-runs/{teacher_id}/trajectories?offset=2&limit=2")
+        ).json()
+    assert scores["done"] == scores["total"] == 2
+    assert [c["category"] for c in scores["categories"]] == [
+        "heldout_entities",
+        "heldout_compositions",
+    ]
+    assert scores["overall"]["entries"] == 2
+    assert scores["overall"]["success_rate"] == 1.0
+    assert [e["id"] for e in listed] == [evaluation_id]
+    assert listed[0]["entries"] == []
+    assert [r.status_code for r in kept] == [200, 200]
+    assert {r.json()["id"] for r in kept} == {e["trajectory_id"] for e in scores["entries"]}
+    assert (run["done"], run["failed"], run["finish_reasons"]) == (3, 0, {"final_answer": 3})
+    assert (first["total"], first["next_offset"], len(first["items"])) == (3, 2, 2)
+    assert (rest["next_offset"], len(rest["items"])) == (None, 1)
+    pages = first["items"] + rest["items"]
+    assert sorted(t["metadata"]["task_id"] for t in pages) == ["t0", "t1", "t2"]
