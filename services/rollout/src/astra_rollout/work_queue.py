@@ -157,8 +157,8 @@ class WorkQueue:
         """Stop: units in flight are cancelled unacked. With ``hand_back`` their idle time is
         set to the lease so other replicas take them at once; without it they wait out the
         lease, as after a crash."""
-        # The loops also stop on the flag: Python 3.11 can lose a cancellation that races with
-        # a Redis call completing (in ``asyncio.wait_for``).
+        # The loops also stop on the flag: a cancellation racing with a Redis call was seen
+        # lost here (Python 3.11), and the loop then went on.
         self._stopping = True
         self._room.set()
         for task in self._tasks:
@@ -358,8 +358,8 @@ class WorkQueue:
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel ``tasks`` and wait until they have ended, cancelling again while they run: a
-    cancellation can be swallowed on Python 3.11 (an ``asyncio.wait_for`` or anyio cancel
-    scope racing with it), and a unit must not go on after its replica let it go."""
+    unit waiting on its policy inside an MCP session was seen to swallow the first
+    cancellation (Python 3.11), and a unit must not go on after its replica let it go."""
     pending = {task for task in tasks if not task.done()}
     deadline = time.monotonic() + CANCEL_WAIT_S
     while pending and time.monotonic() < deadline:
