@@ -96,8 +96,29 @@ class GRPOConfig(BaseModel):
     push_timeout_s: float = Field(default=120.0, gt=0)
     seed: int = 0
 
+    num_processes: int = Field(
+        default=1,
+        ge=1,
+        description="Data-parallel training processes (DDP through accelerate: gloo on CPU, "
+        "nccl with one GPU per process). 1 trains in the run's own process; more makes the run "
+        "launch itself under torch.distributed.run. Rank 0 alone reads the stream, checkpoints, "
+        "acks and publishes; every step's sequences are split across the ranks.",
+    )
+    collective_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a rank waits in a collective (the next batch, a gradient "
+        "all-reduce) before the run fails; rank 0 signals idle ranks every "
+        "heartbeat_s, so only a hung rank reaches it.",
+    )
+    heartbeat_s: float = Field(
+        default=60.0, gt=0, description="How often rank 0 tells waiting ranks it is alive."
+    )
+
     @model_validator(mode="after")
     def _buffer_below_batch(self) -> Self:
         if self.buffer_groups >= self.batch_groups:
             raise ValueError("buffer_groups must be smaller than batch_groups")
+        if self.heartbeat_s >= self.collective_timeout_s:
+            raise ValueError("heartbeat_s must be smaller than collective_timeout_s")
         return self

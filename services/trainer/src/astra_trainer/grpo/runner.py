@@ -41,6 +41,7 @@ from astra_trainer.grpo.batching import Dropped, Group, GroupBuffer, Member
 from astra_trainer.grpo.checkpoint import OPTIMIZER_FILE, CheckpointState, CheckpointStore
 from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.grpo.encoding import EncodedTrajectory, EncodingError, encode_trajectory
+from astra_trainer.grpo.parallel import DataParallel, decode_groups
 from astra_trainer.grpo.step import StepStats, grpo_step
 from astra_trainer.models import ModelStore
 from astra_trainer.publish import VLLMWeightReload, publish_policy
@@ -88,11 +89,94 @@ class _Item:
     encoded: EncodedTrajectory
 
 
+def load_policy(
+    config: GRPOConfig,
+    model_store: ModelStore,
+    checkpoints: CheckpointStore,
+    parallel: DataParallel | None = None,
+) -> tuple[Path, int, PreTrainedModel, torch.optim.Optimizer, Any]:
+    """The base model's folder, and the newest checkpoint's (or the base model's, as version
+    0) version, model, AdamW optimizer and tokenizer. Every rank loads the same files; with
+    ``parallel`` the model moves to the rank's device and is wrapped for DDP."""
+    torch.manual_seed(config.seed)
+    # Absolute: the policy pointer holds it as a file URI (the model dir may be relative).
+    base_folder = model_store.resolve(config.base_model).resolve()
+    latest = checkpoints.latest()
+    source = base_folder if latest is None else checkpoints.folder(latest.version)
+    version = 0 if latest is None else latest.version
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    # float32 master weights: bf16 loses most small updates.
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    if config.gradient_checkpointing:
+        model.config.use_cache = False
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if parallel is not None:
+        model.to(parallel.device)
+        parallel.wrap(model)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    optimizer_file = source / OPTIMIZER_FILE
+    if latest is not None and optimizer_file.is_file():
+        optimizer.load_state_dict(
+            torch.load(optimizer_file, weights_only=True, map_location=model.device)
+        )
+    logger.info("GRPO starts at policy version %d from %s", version, source)
+    return base_folder, version, model, optimizer, tokenizer
+
+
+def run_worker(config: GRPOConfig, model_store: ModelStore, parallel: DataParallel) -> int:
+    """A rank > 0 of a data-parallel run: take the steps rank 0 sends until it says stop.
+
+    Returns how many steps it took. It writes nothing: rank 0 checkpoints, and all ranks hold
+    the same weights after every step.
+    """
+    if parallel.is_main:
+        raise ValueError("rank 0 runs GRPORunner")
+    checkpoints = CheckpointStore(
+        config.run_dir.resolve() / CHECKPOINT_DIR, keep=config.keep_checkpoints
+    )
+    _, version, model, optimizer, _ = load_policy(config, model_store, checkpoints, parallel)
+    steps = 0
+    while True:
+        message = parallel.receive()
+        if message["command"] == "stop":
+            logger.info(
+                "rank %d: %d steps from version %d, stopping", parallel.rank, steps, version
+            )
+            return steps
+        if message["command"] == "step":
+            grpo_step(
+                model,
+                optimizer,
+                decode_groups(message["groups"]),
+                clip_low=config.clip_low,
+                clip_high=config.clip_high,
+                max_grad_norm=config.max_grad_norm,
+                micro_batch_size=config.micro_batch_size,
+                pad_token_id=int(message["pad_token_id"]),
+                parallel=parallel,
+            )
+            steps += 1
+
+
 class GRPORunner:
     """Trains one policy from one consumer group until stopped or ``max_steps`` is reached."""
 
-    def __init__(self, config: GRPOConfig, redis: Redis, model_store: ModelStore) -> None:
+    def __init__(
+        self,
+        config: GRPOConfig,
+        redis: Redis,
+        model_store: ModelStore,
+        parallel: DataParallel | None = None,
+    ) -> None:
+        """``parallel``: this process is rank 0 of a data-parallel run (see ``parallel``)."""
+        if parallel is not None and not parallel.is_main:
+            raise ValueError("only rank 0 runs the GRPO loop; other ranks run run_worker")
         self.config = config
+        self.parallel = parallel
         self.redis = redis
         self.model_store = model_store
         self.run_dir = config.run_dir.resolve()
@@ -130,31 +214,9 @@ class GRPORunner:
 
     def load(self) -> None:
         """Load the newest checkpoint (weights and optimizer) or the base model as version 0."""
-        torch.manual_seed(self.config.seed)
-        # Absolute: the policy pointer holds it as a file URI (the model dir may be relative).
-        self._base_folder = self.model_store.resolve(self.config.base_model).resolve()
-        latest = self.checkpoints.latest()
-        source = self._base_folder
-        if latest is not None:
-            source = self.checkpoints.folder(latest.version)
-            self.version = latest.version
-        self._tokenizer = AutoTokenizer.from_pretrained(source)
-        # float32 master weights: bf16 loses most small updates.
-        self._model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-        if self.config.gradient_checkpointing:
-            self._model.config.use_cache = False
-            self._model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False}
-            )
-        self._optimizer = torch.optim.AdamW(
-            self._model.parameters(),
-            lr=self.config.learning_rate,
-            weight_decay=self.config.weight_decay,
+        self._base_folder, self.version, self._model, self._optimizer, self._tokenizer = (
+            load_policy(self.config, self.model_store, self.checkpoints, self.parallel)
         )
-        optimizer_file = source / OPTIMIZER_FILE
-        if latest is not None and optimizer_file.is_file():
-            self._optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True))
-        logger.info("GRPO starts at policy version %d from %s", self.version, source)
 
     async def recover(self) -> None:
         """Take over pending entries: ack the ones already trained, buffer the others."""
@@ -199,6 +261,10 @@ class GRPORunner:
                 await self._ack_dropped(self.buffer.expire())
                 if not await self._train_ready() and not self.buffer.wants_more():
                     await asyncio.sleep(0.05)  # cannot happen with a full buffer; no spin
+                if self.parallel is not None:
+                    await asyncio.to_thread(
+                        self.parallel.send_heartbeat_if_due, self.config.heartbeat_s
+                    )
         except BaseException as exc:
             self.status.state = "failed"
             self.status.error = f"{type(exc).__name__}: {exc}"
@@ -206,7 +272,11 @@ class GRPORunner:
                 "GRPO run %s failed: %s", self.run_dir.name, self.status.error, exc_info=exc
             )
             write_status(self.run_dir, self.status)
+            # No stop for the other ranks: they may be inside a collective of the failed step.
+            # This process exits non-zero, and torch.distributed.run then ends them.
             raise
+        if self.parallel is not None:
+            await asyncio.to_thread(self.parallel.send_stop)
         self.status.state = "finished" if not stop.is_set() else "stopped"
         write_status(self.run_dir, self.status)
         return self.status
@@ -301,17 +371,7 @@ class GRPORunner:
             self.run_dir, {"event": "step_started", "version": self.version + 1, "records": records}
         )
         groups = [[m.item.encoded for m in g.members] for g in batch]
-        stats = await asyncio.to_thread(
-            grpo_step,
-            self._model,
-            self._optimizer,
-            groups,
-            clip_low=self.config.clip_low,
-            clip_high=self.config.clip_high,
-            max_grad_norm=self.config.max_grad_norm,
-            micro_batch_size=self.config.micro_batch_size,
-            pad_token_id=self._tokenizer.pad_token_id or 0,
-        )
+        stats = await asyncio.to_thread(self._step, groups)
         new_version = self.version + 1
         state = CheckpointState(
             version=new_version,
@@ -331,6 +391,24 @@ class GRPORunner:
         self.version = new_version
         self.steps_done += 1
         await self._record(stats, batch, folder)
+
+    def _step(self, groups: list[list[EncodedTrajectory]]) -> StepStats:
+        assert self._model is not None
+        assert self._optimizer is not None
+        pad_token_id = self._tokenizer.pad_token_id or 0
+        if self.parallel is not None:
+            self.parallel.send_step(groups, pad_token_id)
+        return grpo_step(
+            self._model,
+            self._optimizer,
+            groups,
+            clip_low=self.config.clip_low,
+            clip_high=self.config.clip_high,
+            max_grad_norm=self.config.max_grad_norm,
+            micro_batch_size=self.config.micro_batch_size,
+            pad_token_id=pad_token_id,
+            parallel=self.parallel,
+        )
 
     async def _publish(self, version: int, folder: Path | None = None) -> None:
         if folder is None:

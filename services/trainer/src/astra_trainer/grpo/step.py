@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from astra_trainer.grpo.encoding import EncodedTrajectory
 from astra_trainer.grpo.loss import clipped_policy_loss, group_advantages, token_logprobs
+
+if TYPE_CHECKING:
+    from astra_trainer.grpo.parallel import DataParallel
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,19 @@ def policy_token_logprobs(
     return picked.index_put((rows, cols + 1), values)
 
 
+class PolicyLogprobs(torch.nn.Module):
+    """``policy_token_logprobs`` of ``model`` as a module, so DDP can wrap the whole forward."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        return policy_token_logprobs(self.model, input_ids, attention, mask)
+
+
 def grpo_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -85,6 +103,7 @@ def grpo_step(
     max_grad_norm: float,
     micro_batch_size: int,
     pad_token_id: int,
+    parallel: DataParallel | None = None,
 ) -> StepStats:
     """Forward, loss and backward over every sequence of ``groups``, then one optimizer step.
 
@@ -93,6 +112,11 @@ def grpo_step(
     whole batch, not per sequence), accumulated over micro-batches of ``micro_batch_size``.
     Sequences without behaviour logprobs use the current policy's (detached) as the old
     policy, so their ratio is 1 at this single update.
+
+    With ``parallel`` (every rank calls this with the same ``groups``), this rank forwards
+    only its share of the sequences through the DDP module; each rank's loss is scaled by
+    the number of ranks, so DDP's gradient average equals one process's gradient over the
+    whole batch. Loss and diagnostics are summed over the ranks; every rank returns them.
     """
     started = time.perf_counter()
     sequences: list[EncodedTrajectory] = []
@@ -110,27 +134,51 @@ def grpo_step(
     loss_total = 0.0
     clipped = 0
     ratio_sum = 0.0
-    for start in range(0, len(sequences), micro_batch_size):
-        chunk = sequences[start : start + micro_batch_size]
+    forward: torch.nn.Module = PolicyLogprobs(model)
+    mine = list(range(len(sequences)))
+    scale = 1.0
+    if parallel is not None:
+        forward = parallel.module
+        mine = parallel.share(len(sequences))
+        scale = float(parallel.world_size)
+        if not mine:
+            # A rank without sequences still joins the all-reduce: one sequence, weight 0.
+            mine, scale = [0], 0.0
+    starts = range(0, len(mine), micro_batch_size)
+    for start in starts:
+        picked = mine[start : start + micro_batch_size]
+        chunk = [sequences[i] for i in picked]
         length = max(len(t.input_ids) for t in chunk)
         input_ids = _pad([t.input_ids for t in chunk], length, pad_token_id, torch.long)
         attention = _pad([[1] * len(t.input_ids) for t in chunk], length, 0, torch.long)
         mask = _pad([t.loss_mask for t in chunk], length, 0, torch.long)
         input_ids, attention, mask = input_ids.to(device), attention.to(device), mask.to(device)
-        logprobs = policy_token_logprobs(model, input_ids, attention, mask)
-        behaviour = logprobs.detach().clone()
-        for row, trajectory in enumerate(chunk):
-            if trajectory.behaviour_logprobs is not None:
-                values = torch.tensor(trajectory.behaviour_logprobs, dtype=behaviour.dtype)
-                behaviour[row, : len(values)] = values.to(device)
-        chunk_adv = torch.tensor(advantages[start : start + micro_batch_size], device=device)
-        terms = clipped_policy_loss(
-            logprobs, behaviour, chunk_adv, mask, clip_low=clip_low, clip_high=clip_high
+        # DDP all-reduces once, in the backward of a rank's last micro-batch.
+        sync = (
+            parallel.accelerator.no_sync(forward)
+            if parallel is not None and start != starts[-1]
+            else contextlib.nullcontext()
         )
-        (terms.loss_sum / total_policy_tokens).backward()  # type: ignore[no-untyped-call]
-        loss_total += float(terms.loss_sum.item())
-        clipped += terms.clipped_tokens
-        ratio_sum += terms.ratio_sum
+        with sync:
+            logprobs = forward(input_ids, attention, mask)
+            behaviour = logprobs.detach().clone()
+            for row, trajectory in enumerate(chunk):
+                if trajectory.behaviour_logprobs is not None:
+                    values = torch.tensor(trajectory.behaviour_logprobs, dtype=behaviour.dtype)
+                    behaviour[row, : len(values)] = values.to(device)
+            chunk_adv = torch.tensor([advantages[i] for i in picked], device=device)
+            terms = clipped_policy_loss(
+                logprobs, behaviour, chunk_adv, mask, clip_low=clip_low, clip_high=clip_high
+            )
+            weight = scale / total_policy_tokens
+            (terms.loss_sum * weight).backward()  # type: ignore[no-untyped-call]
+        if scale > 0:
+            loss_total += float(terms.loss_sum.item())
+            clipped += terms.clipped_tokens
+            ratio_sum += terms.ratio_sum
+    if parallel is not None:
+        loss_total, clipped_sum, ratio_sum = parallel.sum([loss_total, clipped, ratio_sum])
+        clipped = round(clipped_sum)
     loss = loss_total / total_policy_tokens
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):

@@ -1,0 +1,117 @@
+"""Data-parallel GRPO: two gloo ranks take the same step as one process on the same batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ddp_step_rank import MICRO_BATCH_SIZE, NO_CLIPPING, config_for, weights_checksum
+from trainer_support import sampled_groups, text_only_group
+
+from astra_trainer.grpo.checkpoint import CheckpointStore
+from astra_trainer.grpo.encoding import EncodedTrajectory, encode_trajectory
+from astra_trainer.grpo.runner import load_policy
+from astra_trainer.grpo.step import grpo_step
+from astra_trainer.models import ModelStore
+
+RANK_SCRIPT = Path(__file__).with_name("ddp_step_rank.py")
+
+
+def fixed_batch(model_folder: Path) -> list[list[EncodedTrajectory]]:
+    """Two sampled groups of 3 (behaviour logprobs) and a text-only group of 3: 9 sequences,
+    so the two ranks get 5 and 4, in 2 and 1 micro-batches of 4 (unequal counts on purpose)."""
+    from transformers import AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_folder)
+    trajectories = sampled_groups(model_folder, groups=2, group_size=3, max_new_tokens=8)
+    by_group: dict[str, list[EncodedTrajectory]] = {}
+    for trajectory in [*trajectories, *text_only_group("text", 3)]:
+        encoded = encode_trajectory(trajectory, tokenizer, max_tokens=2048)
+        by_group.setdefault(encoded.group_id, []).append(encoded)
+    return list(by_group.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_gloo_ranks_take_the_same_step_as_one_process(
+    default_model_dir: Path, tmp_path: Path
+) -> None:
+    """SGD at learning rate 1 without clipping makes the weight change the batch gradient, so
+    equal weights mean equal gradients (Adam's first step is nearly sign(g) and would hide a
+    wrongly scaled loss). Tolerance: float32 on CPU, the gradient summed in another order
+    (two partial sums and a gloo all-reduce instead of one accumulation, other padding per
+    micro-batch): differences are rounding, ~1e-7 relative per operation, a few 1e-6 of the
+    largest update after thousands of terms; a share left out, a loss not scaled by the rank
+    count or a token count that is not the whole batch's is off by tens of percent."""
+    groups = fixed_batch(default_model_dir)
+    sequences = sum(len(g) for g in groups)
+    assert sequences == 9
+    batch_file = tmp_path / "batch.json"
+    batch_file.write_text(json.dumps([[asdict(t) for t in g] for g in groups]))
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(RANK_SCRIPT),
+            str(default_model_dir),
+            str(batch_file),
+            str(out),
+        ],  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["share"] for r in ranks] == [[0, 2, 4, 6, 8], [1, 3, 5, 7]]
+    assert {r["backend"] for r in ranks} == {"gloo"}
+    # The same gradient reached both ranks: their weights after the step are identical.
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    assert ranks[0]["loss"] == ranks[1]["loss"]
+
+    # One process, the same batch, the same model loading and step.
+    single = tmp_path / "single"
+    config = config_for(default_model_dir, single)
+    _, _, model, _, _ = load_policy(
+        config, ModelStore(single / "models"), CheckpointStore(single / "checkpoints")
+    )
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    stats = grpo_step(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), groups,
+        clip_low=config.clip_low, clip_high=config.clip_high, max_grad_norm=NO_CLIPPING,
+        micro_batch_size=MICRO_BATCH_SIZE, pad_token_id=0,
+    )  # fmt: skip
+    assert stats.sequences == sequences
+    assert ranks[0]["policy_tokens"] == stats.policy_tokens
+    assert ranks[0]["loss"] == pytest.approx(stats.loss, rel=1e-5, abs=1e-7)
+    assert ranks[0]["grad_norm"] == pytest.approx(stats.grad_norm, rel=1e-4)
+    assert ranks[0]["clip_fraction"] == pytest.approx(stats.clip_fraction, abs=1e-9)
+    assert stats.grad_norm > 0
+
+    distributed = torch.load(out / "weights.pt", weights_only=True)
+    largest = 0.0
+    worst = 0.0
+    for name, param in model.named_parameters():
+        single_update = param.detach() - before[name]
+        ddp_update = distributed[name] - before[name]
+        largest = max(largest, float(single_update.abs().max()))
+        worst = max(worst, float((ddp_update - single_update).abs().max()))
+    assert largest > 0
+    assert worst <= 1e-4 * largest + 1e-7, (worst, largest)
+    assert weights_checksum(model) == pytest.approx(ranks[0]["checksum"], rel=1e-6)
