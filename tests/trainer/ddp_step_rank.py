@@ -29,7 +29,13 @@ NO_CLIPPING = 1e9
 
 def config_for(model: Path, out: Path) -> GRPOConfig:
     """The run config both the single process and the ranks load the model with."""
-    return GRPOConfig(run_dir=out, base_model=str(model), micro_batch_size=MICRO_BATCH_SIZE)
+    # Without activation checkpointing: the same gradients, a third less time on two cores.
+    return GRPOConfig(
+        run_dir=out,
+        base_model=str(model),
+        micro_batch_size=MICRO_BATCH_SIZE,
+        gradient_checkpointing=False,
+    )
 
 
 def weights_checksum(model: torch.nn.Module) -> float:

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+import redis.asyncio as aioredis
 import torch
 from ddp_step_rank import MICRO_BATCH_SIZE, NO_CLIPPING, config_for, weights_checksum
-from trainer_support import sampled_groups, text_only_group
+from trainer_support import publish_trajectories, sampled_groups, text_only_group
 
+from astra_common.streams import done_key
 from astra_trainer.grpo.checkpoint import CheckpointStore
+from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.grpo.encoding import EncodedTrajectory, encode_trajectory
-from astra_trainer.grpo.runner import load_policy
+from astra_trainer.grpo.runner import CHECKPOINT_DIR, load_policy
 from astra_trainer.grpo.step import grpo_step
 from astra_trainer.models import ModelStore
+from astra_trainer.run_files import read_metrics, read_status
 
 RANK_SCRIPT = Path(__file__).with_name("ddp_step_rank.py")
 
@@ -59,18 +67,12 @@ def test_two_gloo_ranks_take_the_same_step_as_one_process(
     out = tmp_path / "ddp"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        str(RANK_SCRIPT), str(default_model_dir), str(batch_file), str(out),
+    ]  # fmt: skip
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            str(RANK_SCRIPT),
-            str(default_model_dir),
-            str(batch_file),
-            str(out),
-        ],  # fmt: skip
+        command,
         env=env,
         capture_output=True,
         text=True,
@@ -115,3 +117,69 @@ def test_two_gloo_ranks_take_the_same_step_as_one_process(
     assert largest > 0
     assert worst <= 1e-4 * largest + 1e-7, (worst, largest)
     assert weights_checksum(model) == pytest.approx(ranks[0]["checksum"], rel=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_a_two_process_run_trains_from_the_stream_and_acks_after_its_checkpoint(
+    default_model_dir: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """The command a trainer service starts, with ``num_processes`` 2: it relaunches itself
+    under torch.distributed.run; rank 0 reads, checkpoints, acks and reports; both ranks
+    train; the run ends ``finished`` with exit code 0 (rank 1 stopped by rank 0)."""
+    stream = f"test:ddp:{uuid.uuid4().hex[:8]}"
+    trajectories = [*text_only_group("ddp-a", 2), *text_only_group("ddp-b", 2)]
+    await publish_trajectories(redis_url, stream, trajectories)
+    config = GRPOConfig(
+        run_dir=tmp_path / "run",
+        base_model=str(default_model_dir),
+        redis_url=redis_url,
+        stream=stream,
+        group_size=2,
+        batch_groups=2,
+        buffer_groups=1,
+        max_steps=1,
+        block_ms=200,
+        max_tokens=512,
+        micro_batch_size=1,
+        save_optimizer=False,
+        num_processes=2,
+    )
+    config_file = tmp_path / "request.json"
+    config_file.write_text(config.model_dump_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "astra_trainer.cli", "grpo", "--config", str(config_file),
+        "--model-dir", str(tmp_path / "models"),
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    with anyio.fail_after(600):
+        stdout, stderr = await process.communicate()
+    log = stdout.decode()[-3000:] + stderr.decode()[-6000:]
+    assert process.returncode == 0, log
+    assert "[rank 1]" in log  # the second rank ran (and logged its stop)
+
+    status = read_status(config.run_dir)
+    assert status is not None
+    assert status.state == "finished", log
+    assert status.step == 1
+    assert status.pid is not None
+    assert status.pid != process.pid
+
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        assert (await redis.xpending(stream, "trainer"))["pending"] == 0
+        for trajectory in trajectories:
+            assert await redis.exists(done_key(stream, "trainer", trajectory.id)) == 1
+    finally:
+        await redis.aclose()
+    states = CheckpointStore(config.run_dir.resolve() / CHECKPOINT_DIR).states()
+    assert [s.version for s in states] == [1]
+    assert sorted(states[0].record_ids) == sorted(t.id for t in trajectories)
+    steps = [r for r in read_metrics(config.run_dir) if r.get("event") == "step"]
+    assert len(steps) == 1
+    assert steps[0]["sequences"] == 4
+    assert math.isfinite(steps[0]["loss"])
+    assert steps[0]["grad_norm"] > 0

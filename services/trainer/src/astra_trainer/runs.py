@@ -10,12 +10,14 @@ finished process is reaped at once (no zombies), and a process that died without
 (SIGKILL, out of memory, a crash) gets ``failed`` with its exit code or signal written into
 ``status.json``. After a service restart, a run whose status still reads ``pending`` or
 ``running`` but whose process is gone reads ``failed`` too. At most ``max_concurrent_runs``
-processes run at a time; more are refused with ``RunLimitError``.
+processes run at a time; more are refused with ``RunLimitError``. A data-parallel GRPO run
+(``num_processes`` > 1) is one launcher process with its ranks as children, and counts once.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import re
@@ -206,8 +208,20 @@ class RunManager:
         process = self._processes.get(run_id)
         if process is not None and process.returncode is None:
             self._stop_requested.add(run_id)
-            process.send_signal(signal.SIGTERM)
+            self._signal_stop(process, status)
         return status
+
+    def _signal_stop(self, process: subprocess.Popen[bytes], status: RunStatus) -> None:
+        """SIGTERM to the run: to rank 0 of a data-parallel run, which finishes its step, tells
+        the other ranks to stop and exits; the launcher then exits 0. (Signalled itself, the
+        launcher would kill every rank 30 s later, maybe inside a step.)"""
+        run_dir = self.root.resolve() / status.run_id
+        rank0 = status.pid
+        if rank0 is not None and rank0 != process.pid and _is_run_process(rank0, run_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rank0, signal.SIGTERM)
+                return
+        process.send_signal(signal.SIGTERM)
 
     def wait(self, run_id: str, timeout: float) -> int | None:
         """Wait until the run's process has ended and its status is final; its exit code
@@ -224,7 +238,12 @@ class RunManager:
         for run_id, process in self._processes.items():
             if process.returncode is None:
                 self._stop_requested.add(run_id)
-                process.send_signal(signal.SIGTERM)
+                try:
+                    status = self.status(run_id)
+                except RunNotFoundError:
+                    process.send_signal(signal.SIGTERM)
+                    continue
+                self._signal_stop(process, status)
         for process in self._processes.values():
             try:
                 process.wait(timeout=30)

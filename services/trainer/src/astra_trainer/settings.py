@@ -34,6 +34,12 @@ class TrainerSettings(ServiceSettings):
     policy_base_url: str = ""
     """Policy server to push new weights to; empty means the embedded one."""
 
+    grpo_num_processes: int = Field(default=1, ge=1)
+    """Data-parallel processes of a GRPO run whose request does not say (``num_processes``):
+    1 trains in one process; N launches N ranks on this machine under torch.distributed.run
+    (DDP, gloo on CPU, nccl with one GPU per rank), e.g. the number of GPUs. Each rank holds
+    the whole model and its optimizer state; the run counts as one in max_concurrent_runs."""
+
     max_concurrent_runs: int = Field(default=2, ge=1)
     """How many training runs may run at once; more are refused with 429. A run is one
     process: with the default model ~1.1-1.4 GB while it waits for data and ~3.1 GB at the

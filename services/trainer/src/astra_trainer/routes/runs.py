@@ -76,14 +76,15 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
     async def start_grpo(
         body: dict[str, Any] = Body(default_factory=dict, examples=[{"group_size": 8}]),  # noqa: B008
     ) -> RunStatus:
-        """Body: ``GRPOConfig`` fields except ``run_dir``; Redis and policy server default to
-        the service's settings."""
+        """Body: ``GRPOConfig`` fields except ``run_dir``; Redis, policy server and
+        ``num_processes`` default to the service's settings."""
         if "run_dir" in body:
             raise HTTPException(422, detail="run_dir is chosen by the service")
         run_id, run_dir = runs.new_run_dir("grpo")
         values = {
             "redis_url": settings.redis_url,
             "policy_server_url": settings.policy_base_url,
+            "num_processes": settings.grpo_num_processes,
             **body,
             "run_dir": run_dir,
         }
