@@ -24,16 +24,19 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from astra_trainer.grpo.config import GRPOConfig
-from astra_trainer.grpo.parallel import DataParallel, ignore_stop_signals
 from astra_trainer.grpo.runner import GRPORunner, run_worker, stream_redis_client
 from astra_trainer.models import ModelStore, ModelStoreError
 from astra_trainer.run_files import RunStatus
 from astra_trainer.sft import SFTResult, SFTRunConfig, run_sft
 from astra_trainer.sft_data import DatasetFormatError
+
+if TYPE_CHECKING:
+    from astra_trainer.grpo.parallel import DataParallel
 
 DEFAULT_MODEL_DIR = Path(".astra/models")
 
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.flush()
             os.execv(sys.executable, command)  # same pid: the caller's handle stays valid
         elif launched():
+            # Imported here: accelerate adds seconds to every single-process start.
+            from astra_trainer.grpo.parallel import DataParallel, ignore_stop_signals
+
             parallel = DataParallel(config.collective_timeout_s)
             if parallel.is_main:
                 status = asyncio.run(grpo(config, args.model_dir, parallel))

@@ -88,14 +88,21 @@ class CheckpointStore:
         optimizer: torch.optim.Optimizer | None,
         state: CheckpointState,
     ) -> Path:
-        """Write ``state.version`` whole, or not at all; then drop weights of old versions."""
+        """Write ``state.version`` whole, or not at all; then drop weights of old versions.
+
+        A LoRA model is written merged (what the policy server loads), its adapter beside."""
         target = self.folder(state.version)
         if target.exists():
             raise FileExistsError(f"checkpoint {target} exists already")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
         try:
-            model.save_pretrained(staging)
+            if getattr(model, "peft_config", None) is not None:  # LoRA (peft imported late: slow)
+                from astra_trainer.grpo.lora import save_merged
+
+                save_merged(model, staging)  # type: ignore[arg-type]
+            else:
+                model.save_pretrained(staging)
             template = tokenizer.chat_template
             tokenizer.chat_template = CHAT_TEMPLATE
             try:

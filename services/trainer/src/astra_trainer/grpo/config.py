@@ -96,6 +96,16 @@ class GRPOConfig(BaseModel):
     push_timeout_s: float = Field(default=120.0, gt=0)
     seed: int = 0
 
+    lora_rank: int = Field(
+        default=0,
+        ge=0,
+        description="LoRA adapters of this rank on every linear layer (peft); only they train, "
+        "and checkpoints hold the merged weights (what vLLM loads) with the adapter in "
+        "adapter/. 0 trains all weights. For models whose full AdamW state does not fit.",
+    )
+    lora_alpha: int = Field(
+        default=32, gt=0, description="LoRA scale numerator: updates are scaled by alpha/rank."
+    )
     num_processes: int = Field(
         default=1,
         ge=1,

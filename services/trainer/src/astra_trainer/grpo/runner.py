@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from redis.asyncio import Redis
@@ -41,7 +41,6 @@ from astra_trainer.grpo.batching import Dropped, Group, GroupBuffer, Member
 from astra_trainer.grpo.checkpoint import OPTIMIZER_FILE, CheckpointState, CheckpointStore
 from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.grpo.encoding import EncodedTrajectory, EncodingError, encode_trajectory
-from astra_trainer.grpo.parallel import DataParallel, decode_groups
 from astra_trainer.grpo.step import StepStats, grpo_step
 from astra_trainer.models import ModelStore
 from astra_trainer.publish import VLLMWeightReload, publish_policy
@@ -52,6 +51,9 @@ from astra_trainer.run_files import (
     write_json_atomic,
     write_status,
 )
+
+if TYPE_CHECKING:
+    from astra_trainer.grpo.parallel import DataParallel
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,18 @@ def load_policy(
     version = 0 if latest is None else latest.version
     tokenizer = AutoTokenizer.from_pretrained(source)
     # float32 master weights: bf16 loses most small updates.
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    if config.lora_rank > 0:
+        from astra_trainer.grpo.lora import add_adapter, load_adapter  # peft: ~5-20 s import
+
+        # A LoRA checkpoint's weights are merged; resume from the base and the saved adapter.
+        base = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+        model: Any = (
+            add_adapter(base, config.lora_rank, config.lora_alpha)
+            if latest is None
+            else load_adapter(base, source)
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if config.gradient_checkpointing:
         model.config.use_cache = False
         model.activation_checkpointing_enable(
@@ -116,7 +129,9 @@ def load_policy(
         model.to(parallel.device)
         parallel.wrap(model)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     optimizer_file = source / OPTIMIZER_FILE
     if latest is not None and optimizer_file.is_file():
@@ -133,6 +148,8 @@ def run_worker(config: GRPOConfig, model_store: ModelStore, parallel: DataParall
     Returns how many steps it took. It writes nothing: rank 0 checkpoints, and all ranks hold
     the same weights after every step.
     """
+    from astra_trainer.grpo.parallel import decode_groups
+
     if parallel.is_main:
         raise ValueError("rank 0 runs GRPORunner")
     checkpoints = CheckpointStore(
