@@ -28,6 +28,7 @@ from astra_trainer.grpo.runner import CHECKPOINT_DIR, load_policy
 from astra_trainer.grpo.step import grpo_step
 from astra_trainer.models import ModelStore
 from astra_trainer.run_files import read_metrics, read_status
+from astra_trainer.runs import LOG_FILE, RunManager
 
 RANK_SCRIPT = Path(__file__).with_name("ddp_step_rank.py")
 
@@ -183,3 +184,47 @@ async def test_a_two_process_run_trains_from_the_stream_and_acks_after_its_check
     assert steps[0]["sequences"] == 4
     assert math.isfinite(steps[0]["loss"])
     assert steps[0]["grad_norm"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_stopping_a_two_process_run_stops_rank_0_and_it_ends_the_others(
+    default_model_dir: Path, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's stop reaches rank 0 (its pid in status.json, not the launcher's): the run
+    ends ``stopped``, and the launcher exits 0 once rank 0 has told rank 1 to stop."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = RunManager(tmp_path / "runs", default_model_dir.parent)
+    run_id, run_dir = runs.new_run_dir("grpo")
+    config = GRPOConfig(
+        run_dir=run_dir,
+        base_model=str(default_model_dir),
+        redis_url=redis_url,
+        stream=f"test:ddp-stop:{uuid.uuid4().hex[:8]}",
+        block_ms=200,
+        num_processes=2,
+    )
+    launcher = runs.start(run_id, "grpo", config)
+    log = run_dir / LOG_FILE
+
+    def both_ranks_loaded() -> bool:
+        text = log.read_text() if log.is_file() else ""
+        return text.count("GRPO starts at policy version 0") >= 2
+
+    try:
+        with anyio.fail_after(600):
+            while not both_ranks_loaded():
+                assert runs.status(run_id).state in ("pending", "running"), log.read_text()
+                await asyncio.sleep(0.2)
+        status = runs.status(run_id)
+        assert status.state == "running"
+        assert status.pid is not None
+        assert status.pid != launcher.pid
+        runs.stop(run_id)
+        code = await asyncio.to_thread(runs.wait, run_id, 300)
+    finally:
+        runs.close()
+    assert code == 0, log.read_text()[-4000:]
+    final = runs.status(run_id)
+    assert final.state == "stopped", log.read_text()[-4000:]
+    assert "[rank 1] astra_trainer.grpo.runner: rank 1: 0 steps" in log.read_text()
