@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def running(app: FastAPI, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on loopback for the duration of the block; yields its URL."""
+async def running(app: ASGIApp, port: int, **config: Any) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on loopback for the duration of the block; yields its URL.
+    ``config``: more ``uvicorn.Config`` arguments."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config
+        )
     )
     task = asyncio.create_task(server.serve())
     try:

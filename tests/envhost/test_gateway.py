@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from envhost_support import envhost, register, weather_spec
+from http_support import running
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,25 +43,9 @@ LIMIT_S = 60.0
 
 @asynccontextmanager
 async def serving(app: ASGIApp, **config: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on loopback for the block; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(60):
-            await task
+    """Serve ``app`` with uvicorn on a free loopback port for the block; yields its URL."""
+    async with running(app, free_port(), **config) as url:
+        yield url
 
 
 @asynccontextmanager
