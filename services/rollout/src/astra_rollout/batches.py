@@ -40,6 +40,7 @@ from astra_rollout.run_store import (
     UnitRecord,
     counter,
     float_counter,
+    lifecycle,
     unit_trajectory_id,
 )
 from astra_rollout.settings import RolloutSettings
@@ -152,7 +153,7 @@ class BatchRunner:
         failures = await self._store.failures(batch_id)
         return status.model_copy(
             update={
-                "state": JobState(meta["state"]),
+                **lifecycle(meta),
                 "done": counter(meta, "done"),
                 "failed": counter(meta, "failed"),
                 "cancelled": counter(meta, "cancelled"),
@@ -160,10 +161,6 @@ class BatchRunner:
                 "publish_errors": counter(meta, "publish_errors"),
                 "summary": _summary(meta),
                 "recent_failures": [EpisodeFailure.model_validate_json(f) for f in failures],
-                "error": meta.get("error"),
-                "finished_at": datetime.fromisoformat(meta["finished_at"])
-                if "finished_at" in meta
-                else None,
             }
         )
 

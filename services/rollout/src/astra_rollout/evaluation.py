@@ -32,7 +32,7 @@ from astra_rollout.envhost_client import EpisodeBackend
 from astra_rollout.policy import PolicyClient, SamplingParams
 from astra_rollout.registry_client import EnvironmentSource, RegistryQuery
 from astra_rollout.run_policies import RunPolicies
-from astra_rollout.run_store import RunStore, UnitRecord, counter, unit_trajectory_id
+from astra_rollout.run_store import RunStore, UnitRecord, counter, lifecycle, unit_trajectory_id
 from astra_rollout.work_queue import WorkQueue, WorkUnit
 
 Suite = Literal["heldout-procedural", "bfcl-multi-turn"]
@@ -210,11 +210,7 @@ class EvaluationRunner:
         categories, overall = aggregate(entries, order)
         return status.model_copy(
             update={
-                "state": JobState(meta["state"]),
-                "error": meta.get("error"),
-                "finished_at": datetime.fromisoformat(meta["finished_at"])
-                if "finished_at" in meta
-                else None,
+                **lifecycle(meta),
                 "done": counter(meta, "done"),
                 "categories": categories,
                 "overall": overall,

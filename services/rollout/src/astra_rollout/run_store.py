@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -320,6 +321,16 @@ def unit_trajectory_id(run_id: str, unit: int) -> str:
     """The trajectory id of a run's unit: the same every time the unit is played, so a
     replayed unit publishes (and keeps) the same record id."""
     return f"traj_{uuid.uuid5(TRAJECTORY_NAMESPACE, f'{run_id}/{unit}').hex}"
+
+
+def lifecycle(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The status fields every run kind reads from its hash: state, error, finished_at."""
+    finished = meta.get("finished_at")
+    return {
+        "state": JobState(meta["state"]),
+        "error": meta.get("error"),
+        "finished_at": datetime.fromisoformat(finished) if finished is not None else None,
+    }
 
 
 def counter(meta: Mapping[str, str], name: str) -> int:

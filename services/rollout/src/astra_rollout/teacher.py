@@ -38,7 +38,7 @@ from astra_rollout.batch_models import PolicyEndpoint
 from astra_rollout.envhost_client import McpToolSession, ToolSession
 from astra_rollout.policy import PolicyClient, SamplingParams
 from astra_rollout.run_policies import RunPolicies
-from astra_rollout.run_store import RunStore, UnitRecord, counter, unit_trajectory_id
+from astra_rollout.run_store import RunStore, UnitRecord, counter, lifecycle, unit_trajectory_id
 from astra_rollout.teacher_emulator import EmulatedSession
 from astra_rollout.teacher_models import (
     EmulatorOptions,
@@ -238,11 +238,7 @@ class TeacherRunner:
         failures = await self._store.failures(run_id)
         return status.model_copy(
             update={
-                "state": JobState(meta["state"]),
-                "error": meta.get("error"),
-                "finished_at": datetime.fromisoformat(meta["finished_at"])
-                if "finished_at" in meta
-                else None,
+                **lifecycle(meta),
                 "done": counter(meta, "done"),
                 "failed": counter(meta, "failed"),
                 "tool_calls": counter(meta, "tool_calls"),
