@@ -29,7 +29,6 @@ from accelerate import Accelerator  # type: ignore[import-untyped]
 from accelerate.utils import InitProcessGroupKwargs  # type: ignore[import-untyped]
 
 from astra_trainer.grpo.encoding import EncodedTrajectory
-from astra_trainer.grpo.step import PolicyLogprobs
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +54,11 @@ class DataParallel:
         """Whether this is rank 0, the process that reads, checkpoints, acks and publishes."""
         return self.rank == 0
 
-    def wrap(self, model: torch.nn.Module) -> None:
-        """Make ``model``'s policy-token logprobs a DDP module (``module``): its backward
-        all-reduces the gradients. ``model`` must be on ``device`` already; the wrapper shares
-        its weights, so the optimizer and checkpoints keep using ``model`` itself."""
-        self._module = self.accelerator.prepare_model(PolicyLogprobs(model), device_placement=False)
+    def wrap(self, policy: torch.nn.Module) -> None:
+        """Make ``policy`` (``step.PolicyLogprobs`` of the model) a DDP module (``module``):
+        its backward all-reduces the gradients. The model must be on ``device`` already; the
+        wrapper shares its weights, so the optimizer and checkpoints keep using the model."""
+        self._module = self.accelerator.prepare_model(policy, device_placement=False)
 
     @property
     def module(self) -> torch.nn.Module:

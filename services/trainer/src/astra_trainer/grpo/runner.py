@@ -41,7 +41,7 @@ from astra_trainer.grpo.batching import Dropped, Group, GroupBuffer, Member
 from astra_trainer.grpo.checkpoint import OPTIMIZER_FILE, CheckpointState, CheckpointStore
 from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.grpo.encoding import EncodedTrajectory, EncodingError, encode_trajectory
-from astra_trainer.grpo.step import StepStats, grpo_step
+from astra_trainer.grpo.step import PolicyLogprobs, StepStats, grpo_step
 from astra_trainer.models import ModelStore
 from astra_trainer.publish import VLLMWeightReload, publish_policy
 from astra_trainer.run_files import (
@@ -127,7 +127,7 @@ def load_policy(
         )
     if parallel is not None:
         model.to(parallel.device)
-        parallel.wrap(model)
+        parallel.wrap(PolicyLogprobs(model))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.learning_rate,
