@@ -1,35 +1,69 @@
-"""Run reports: Markdown tables from evaluation results, PNG plots, a JSON copy."""
+"""Run reports: Markdown tables from evaluation results (n, intervals, paired comparisons), PNG
+plots, a JSON copy."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
-from astra.report import RunReport, write_report
+from astra.report import (
+    RunReport,
+    comparison_sentence,
+    comparisons,
+    evaluation_table,
+    write_report,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CATEGORIES = ("heldout_entities", "heldout_compositions")
 
 
-def evaluation(mean: float, failed: int = 0) -> dict[str, Any]:
+def evaluation(
+    rewards: dict[str, float], *, label: str, failed: int = 0, suite: str = "heldout-procedural"
+) -> dict[str, Any]:
+    """An evaluation status as rollout answers it: per-entry rows (env id → F1; success when F1
+    is 1; ids ending in an even digit in the first category) and their aggregates."""
+    entries: list[dict[str, Any]] = [
+        {
+            "env_id": env_id, "category": CATEGORIES[int(env_id[-1]) % 2],
+            "reward": reward, "success": reward == 1.0, "turns": 3, "tool_calls": 2,
+            "finish_reason": "stop", "failure_reason": "boom" if i < failed else None,
+            "trajectory_id": f"traj-{label}-{i}",
+        }
+        for i, (env_id, reward) in enumerate(rewards.items())
+    ]  # fmt: skip
+
     def score(category: str) -> dict[str, Any]:
+        rows = [e for e in entries if category in ("overall", e["category"])]
         return {
-            "category": category, "entries": 10, "failed": failed, "mean_reward": mean,
-            "success_rate": mean / 2, "mean_turns": 3.5, "mean_tool_calls": 2.25,
+            "category": category, "entries": len(rows),
+            "failed": sum(e["failure_reason"] is not None for e in rows),
+            "mean_reward": statistics.fmean(e["reward"] for e in rows),
+            "success_rate": statistics.fmean(float(e["success"]) for e in rows),
+            "mean_turns": 3.0, "mean_tool_calls": 2.0,
         }  # fmt: skip
 
     return {
-        "suite": "heldout-procedural",
-        "categories": [score("heldout_entities"), score("heldout_compositions")],
-        "overall": score("overall"),
-    }
+        "suite": suite, "label": label, "categories": [score(c) for c in CATEGORIES],
+        "overall": score("overall"), "entries": entries,
+    }  # fmt: skip
+
+
+def tasks(n: int, reward: float) -> dict[str, float]:
+    return {f"env{i:02d}": reward for i in range(n)}
 
 
 def test_report_has_tables_plots_and_json(tmp_path: Path) -> None:
     report = RunReport(title="Demo", run_id="run-7")
     report.fact("environments registered", 40)
     report.section("Synthesis", "40 environments, 0 rejected.")
-    report.evaluations = {"SFT": evaluation(0.25, failed=1), "SFT+RL": evaluation(0.5)}
+    sft = {f"env{i:02d}": 0.25 if i % 2 == 0 else 1.0 for i in range(20)}
+    report.evaluations = {
+        "SFT": evaluation(sft, label="SFT", failed=1),
+        "SFT+RL": evaluation(tasks(20, 0.5), label="SFT+RL"),
+    }
     report.curves = {
         "grpo": [{"step": i, "loss": 1.0 / (i + 1), "reward_mean": 0.1 * i} for i in range(4)],
         "empty": [],
@@ -40,12 +74,28 @@ def test_report_has_tables_plots_and_json(tmp_path: Path) -> None:
     assert text.startswith("# Demo")
     assert "| environments registered | 40 |" in text
     assert (
-        "| SFT | heldout-procedural | heldout_entities | 10 | 1 | 0.250 | 0.125 | 3.50 | 2.25 |"
-        in text
+        "| policy | suite | category | n | failed | mean F1 [95% CI] | success [95% CI] |" in text
     )
+    # Every F1 of the entities split is 0.25: the interval is the point; none succeeded, and
+    # Wilson's interval still bounds the rate at 0.278 for n = 10.
     assert (
-        "| SFT+RL | heldout-procedural | overall | 10 | 0 | 0.500 | 0.250 | 3.50 | 2.25 |" in text
+        "| SFT | heldout-procedural | heldout_entities | 10 | 1 | 0.250 [0.250, 0.250] | "
+        "0.000 [0.000, 0.278] | 3.00 | 2.00 |" in text
     )
+    # Overall: half the tasks at 0.25, half at 1.0. A resample's mean is 0.25 + 0.75 k / 20 with
+    # k ~ Binomial(20, 1/2) tasks at 1.0, whose 2.5 and 97.5 % quantiles are 5 and 15: bounds
+    # near 0.44 and 0.81. Success: 10 of 20 (Wilson 0.299-0.701).
+    (overall,) = [
+        line for line in text.splitlines() if line.startswith("| SFT | ") and "overall" in line
+    ]
+    cells = [cell.strip() for cell in overall.split("|")[1:-1]]
+    assert cells[3:5] == ["20", "1"]
+    f1_low, f1_high = (float(x) for x in cells[5].split("[")[1].rstrip("]").split(","))
+    assert cells[5].startswith("0.625 [")
+    assert 0.40 < f1_low < 0.5
+    assert 0.75 < f1_high < 0.85
+    assert cells[6] == "0.500 [0.299, 0.701]"
+    assert "n: tasks evaluated. Mean F1 with its 95% percentile-bootstrap interval" in text
     assert "## Synthesis\n\n40 environments, 0 rejected." in text
     figures = ["grpo_curves.png", "eval_mean_reward.png", "eval_success_rate.png"]
     for name in figures:
@@ -55,3 +105,82 @@ def test_report_has_tables_plots_and_json(tmp_path: Path) -> None:
     copy = json.loads((markdown.parent / "report.json").read_text())
     assert copy["facts"] == {"environments registered": "40"}
     assert copy["evaluations"]["SFT+RL"]["overall"]["mean_reward"] == 0.5
+    sft_overall = copy["intervals"]["SFT"][-1]
+    assert (sft_overall["category"], sft_overall["n"]) == ("overall", 20)
+    assert round(sft_overall["f1_interval"]["low"], 3) == f1_low
+    assert [c["category"] for c in copy["comparisons"]] == [*CATEGORIES, "overall"]
+    # The same scores always give the same report (the bootstrap is seeded).
+    again = write_report(report, tmp_path / "again" / "run-7")
+    assert again.read_text() == text
+
+
+def test_an_unchanged_policy_is_within_noise(tmp_path: Path) -> None:
+    # The past run's case: 16 held-out tasks, the same F1 on every task before and after RL.
+    scores = {f"env{i:02d}": [0.0, 0.2, 0.5, 1.0][i % 4] for i in range(16)}
+    report = RunReport(title="Experiment", run_id="run-8")
+    report.evaluations = {
+        "SFT · held-out": evaluation(scores, label="SFT"),
+        "SFT+RL · held-out": evaluation(dict(scores), label="SFT+RL"),
+    }
+    text = write_report(report, tmp_path).read_text()
+
+    assert "### Comparisons" in text
+    assert (
+        "| heldout-procedural | overall | SFT → SFT+RL | 16 | 0 | +0.000 [+0.000, +0.000] | "
+        "+0.000 [+0.000, +0.000] | within noise |" in text
+    )
+    assert (
+        "- heldout-procedural, SFT → SFT+RL: **within noise** on mean F1 (+0.000 [+0.000, "
+        "+0.000] over n = 16 tasks paired by entry); success +0.000 [+0.000, +0.000], within "
+        "noise." in text
+    )
+    assert '"Within noise" when the interval contains 0' in text
+
+
+def test_a_clear_gain_is_named_and_unpaired_tasks_are_counted() -> None:
+    before = {f"env{i:02d}": 0.1 * (i % 3) for i in range(16)}
+    after = {key: value + 0.4 for key, value in before.items()}
+    del after["env00"]  # an entry the second evaluation did not reach
+    after["env99"] = 1.0  # and one the first did not have
+    found = comparisons(
+        {"SFT": evaluation(before, label="SFT"), "SFT+RL": evaluation(after, label="SFT+RL")}
+    )
+    (overall,) = [c for c in found if c.category == "overall"]
+    assert overall.f1 is not None
+    assert (overall.f1.paired, overall.f1.unpaired) == (15, 2)
+    assert overall.f1.difference.low > 0.3
+    assert overall.f1.verdict(overall.before, overall.after) == "SFT+RL above SFT"
+    sentence = comparison_sentence(overall)
+    assert "**SFT+RL above SFT** on mean F1 (+0.400 [" in sentence
+    assert "over n = 15 tasks paired by entry" in sentence
+    assert sentence.endswith("2 tasks evaluated by only one of the two are left out.")
+
+
+def test_three_policies_are_compared_in_order_and_first_to_last_per_suite() -> None:
+    held = {f"env{i}": 0.5 for i in range(8)}
+    bfcl = {f"bfcl{i}": 0.0 for i in range(4)}
+    evaluations = {
+        "base · held-out": evaluation(held, label="base"),
+        "base · BFCL base": evaluation(bfcl, label="base", suite="bfcl-multi-turn"),
+        "SFT · held-out": evaluation(held, label="SFT"),
+        "SFT · BFCL base": evaluation(bfcl, label="SFT", suite="bfcl-multi-turn"),
+        "SFT+RL · held-out": evaluation(held, label="SFT+RL"),
+    }
+    overall = [
+        (c.suite, c.before, c.after) for c in comparisons(evaluations) if c.category == "overall"
+    ]
+    assert overall == [
+        ("heldout-procedural", "base", "SFT"),
+        ("heldout-procedural", "SFT", "SFT+RL"),
+        ("heldout-procedural", "base", "SFT+RL"),
+        ("bfcl-multi-turn", "base", "SFT"),
+    ]
+
+
+def test_statuses_without_entries_show_means_without_intervals() -> None:
+    status = evaluation(tasks(6, 0.5), label="SFT")
+    status["entries"] = []
+    row = evaluation_table({"SFT": status})[-1]
+    assert row == "| SFT | heldout-procedural | overall | 6 | 0 | 0.500 | 0.000 | 3.00 | 2.00 |"
+    (overall,) = [c for c in comparisons({"a": status, "b": status}) if c.category == "overall"]
+    assert overall.f1 is None

@@ -52,6 +52,7 @@ def test_wilson_interval_matches_the_formula() -> None:
     assert interval.estimate == 0.5
     assert interval.low == pytest.approx(0.5 - half, abs=1e-6)
     assert interval.high == pytest.approx(0.5 + half, abs=1e-6)
+    assert wilson_interval(0, 10).low == 0.0  # exactly, where the formula leaves 3e-17
     none = wilson_interval(0, 16)  # no successes: still an upper bound above 0
     assert none.low == 0.0
     assert 0.15 < none.high < 0.25

@@ -92,7 +92,10 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> Inte
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n successes the bound is 0 or 1 exactly (the formula leaves rounding residue).
+    low = 0.0 if successes == 0 else centre - half
+    high = 1.0 if successes == n else centre + half
+    return Interval(p, low, high)
 
 
 def paired_difference(
