@@ -8,6 +8,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from astra.cli_eval import score_table
+from astra.loop import _show, _show_comparisons
 from astra.report import (
     RunReport,
     comparison_sentence,
@@ -184,3 +188,27 @@ def test_statuses_without_entries_show_means_without_intervals() -> None:
     assert row == "| SFT | heldout-procedural | overall | 6 | 0 | 0.500 | 0.000 | 3.00 | 2.00 |"
     (overall,) = [c for c in comparisons({"a": status, "b": status}) if c.category == "overall"]
     assert overall.f1 is None
+
+
+def test_the_console_shows_n_intervals_and_the_verdict() -> None:
+    scores = {f"env{i:02d}": [0.0, 0.5, 1.0][i % 3] for i in range(12)}
+    status = evaluation(scores, label="SFT") | {"model": "policy", "state": "succeeded"}
+    console = Console(record=True, width=120)
+    console.print(score_table(status))
+    table = console.export_text()
+    assert "mean F1 [95% CI]" in table
+    overall = next(line for line in table.splitlines() if line.strip().startswith("overall"))
+    assert overall.split()[:3] == ["overall", "12", "0"]
+    assert "0.500 [" in overall
+    assert "0.333 [0.138, 0.609]" in overall  # Wilson's interval of 4 successes in 12
+
+    report = RunReport(title="Demo", run_id="run-9")
+    report.evaluations["SFT · held-out"] = status
+    report.evaluations["SFT+RL · held-out"] = evaluation(dict(scores), label="SFT+RL")
+    console = Console(record=True, width=400)
+    _show(console, status)
+    _show_comparisons(console, report, "SFT+RL")
+    text = console.export_text()
+    assert "heldout-procedural (SFT): n = 12, mean F1 0.500 [" in text
+    assert "success 0.333 [0.138, 0.609] (95% intervals), 0 failed episodes" in text
+    assert "SFT → SFT+RL: within noise on mean F1 (+0.000 [+0.000, +0.000] over n = 12" in text

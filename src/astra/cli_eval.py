@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from astra.api_client import ApiClient, ApiError, service_url
+from astra.report import format_score, score_rows
+from astra.stats import RESAMPLES, SEED
 
 console = Console()
 err_console = Console(stderr=True)
@@ -47,16 +50,24 @@ def run_evaluation(
 
 
 def score_table(status: dict[str, Any]) -> Table:
-    """Scores per category and overall."""
-    table = Table(title=f"{status['suite']} — {status['model']} ({status['state']})")
-    for column in ("category", "entries", "failed", "mean F1", "success", "turns", "calls"):
-        table.add_column(column, justify="right" if column != "category" else "left")
-    rows = [*status["categories"], *([status["overall"]] if status.get("overall") else [])]
-    for row in rows:
+    """Scores per category and overall: n, mean F1 with its 95% bootstrap interval, success
+    with Wilson's 95% interval (from the per-entry rows), turns and calls."""
+    table = Table(
+        box=box.SIMPLE_HEAD,  # no column rules, so the intervals fit an 80-column terminal
+        pad_edge=False,
+        title=f"{status['suite']} — {status['model']} ({status['state']})",
+        caption=f"95% intervals: F1 bootstrap ({RESAMPLES:,} resamples, seed {SEED}), "
+        "success Wilson",
+    )
+    table.add_column("category", overflow="fold", min_width=10)  # folds before numbers are cut
+    for column in ("n", "failed", "mean F1 [95% CI]", "success [95% CI]", "turns", "calls"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in score_rows(status):
         table.add_row(
-            row["category"], str(row["entries"]), str(row["failed"]),
-            _fmt(row["mean_reward"]), _fmt(row["success_rate"]), _fmt(row["mean_turns"], 2),
-            _fmt(row["mean_tool_calls"], 2),
+            row.category, str(row.n), str(row.failed),
+            format_score(row.mean_f1, row.f1_interval),
+            format_score(row.success_rate, row.success_interval),
+            _fmt(row.mean_turns, 2), _fmt(row.mean_tool_calls, 2),
         )  # fmt: skip
     return table
 

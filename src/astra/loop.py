@@ -20,7 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from astra.api_client import ApiClient, ApiError
 from astra.cli_eval import run_evaluation
 from astra.cli_synth import follow
-from astra.report import RunReport
+from astra.report import (
+    RunReport,
+    comparison_sentence,
+    comparisons,
+    format_score,
+    score_rows,
+)
 
 HELDOUT_SPLITS = {
     "heldout_entities": ["travel", "finance"],
@@ -301,14 +307,29 @@ def _evaluate_all(
         bfcl = run_evaluation(services.rollout, body | {"limit": config.bfcl_limit})
         report.evaluations[f"{label} · BFCL base"] = bfcl
         _show(console, bfcl)
+    _show_comparisons(console, report, label)
 
 
 def _show(console: Console, status: dict[str, Any]) -> None:
-    overall = status.get("overall") or {}
+    overall = [row for row in score_rows(status) if row.category == "overall"]
+    if not overall:
+        console.print(f"{status['suite']} ({status.get('label')}): no entry scored", markup=False)
+        return
+    row = overall[0]
     console.print(
-        f"{status['suite']} ({status.get('label')}): mean F1 {_num(overall.get('mean_reward'))}, "
-        f"success {_num(overall.get('success_rate'))}, {overall.get('failed', 0)} failed episodes"
+        f"{status['suite']} ({status.get('label')}): n = {row.n}, mean F1 "
+        f"{format_score(row.mean_f1, row.f1_interval)}, success "
+        f"{format_score(row.success_rate, row.success_interval)} (95% intervals), "
+        f"{row.failed} failed episodes",
+        markup=False,
     )
+
+
+def _show_comparisons(console: Console, report: RunReport, label: str) -> None:
+    """Each earlier evaluation of the same suite against ``label``'s, over all tasks."""
+    for compared in comparisons(report.evaluations):
+        if compared.category == "overall" and compared.after == label:
+            console.print(comparison_sentence(compared).replace("**", ""), markup=False)
 
 
 def _rollouts_until_trained(
