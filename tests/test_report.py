@@ -113,6 +113,10 @@ def test_report_has_tables_plots_and_json(tmp_path: Path) -> None:
     assert (sft_overall["category"], sft_overall["n"]) == ("overall", 20)
     assert round(sft_overall["f1_interval"]["low"], 3) == f1_low
     assert [c["category"] for c in copy["comparisons"]] == [*CATEGORIES, "overall"]
+    assert copy["comparisons"][-1]["f1"]["paired"] == 20
+    # Differences +0.25 on ten tasks, -0.5 on ten: -0.125, with bounds near -0.31 and +0.06.
+    assert copy["comparisons"][-1]["f1"]["difference"]["estimate"] == -0.125
+    assert copy["comparisons"][-1]["f1_verdict"] == "within noise"
     # The same scores always give the same report (the bootstrap is seeded).
     again = write_report(report, tmp_path / "again" / "run-7")
     assert again.read_text() == text

@@ -101,7 +101,7 @@ def write_report(report: RunReport, run_dir: Path) -> Path:
                     label: [asdict(row) for row in score_rows(status)]
                     for label, status in report.evaluations.items()
                 },
-                "comparisons": [asdict(c) for c in comparisons(report.evaluations)],
+                "comparisons": [_comparison_json(c) for c in comparisons(report.evaluations)],
                 "curves": report.curves,
             },
             indent=2,
@@ -255,6 +255,14 @@ def format_difference(difference: PairedDifference) -> str:
     """``+0.031 [-0.012, +0.075]``."""
     d = difference.difference
     return f"{d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+
+
+def _comparison_json(c: Comparison) -> dict[str, Any]:
+    verdicts = {
+        f"{name}_verdict": None if d is None else d.verdict(c.before, c.after)
+        for name, d in (("f1", c.f1), ("success", c.success))
+    }
+    return asdict(c) | verdicts
 
 
 def _pairs(runs: list[tuple[str, Any]]) -> Iterator[tuple[tuple[str, Any], tuple[str, Any]]]:

@@ -74,7 +74,16 @@ def bootstrap_mean_ci(
     if sample.min() == sample.max():  # every resample has this mean: the interval is the point
         return Interval(estimate, estimate, estimate)
     rng = np.random.default_rng(seed)
-    means = sample[rng.integers(0, sample.size, size=(resamples, sample.size))].mean(axis=1)
+    # Resampled in chunks of at most ~4M draws, so a large evaluation stays small in memory.
+    chunk = max(1, 4_000_000 // sample.size)
+    means = np.concatenate(
+        [
+            sample[
+                rng.integers(0, sample.size, size=(min(chunk, resamples - start), sample.size))
+            ].mean(axis=1)
+            for start in range(0, resamples, chunk)
+        ]
+    )
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return Interval(estimate, float(low), float(high))
