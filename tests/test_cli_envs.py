@@ -3,13 +3,11 @@ job whose source is envhost's BFCL pack), list, show, and clear errors."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_support import astra
 from synth_support import synth_stack
 
 from astra_envhost.settings import EnvhostSettings
@@ -17,16 +15,6 @@ from astra_envhost.settings import EnvhostSettings
 pytestmark = pytest.mark.timeout(240)
 
 Settings = Callable[..., EnvhostSettings]
-
-
-async def astra(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "astra.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
 
 
 async def test_import_bfcl_list_and_show(

@@ -4,16 +4,14 @@ verification in envhost's sandbox, registration, and the failure of an unreachab
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cli_support import astra
 from envhost_support import envhost
 from http_support import running
 from scripted_llm import FREEDONIA, ScriptedLLM, fake_openai, freedonia_script
@@ -30,17 +28,6 @@ pytestmark = [
 ]
 
 Settings = Callable[..., EnvhostSettings]
-
-
-async def astra(*args: str) -> tuple[int, str, str]:
-    """Run the ``astra`` CLI; (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "astra.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "250"},
-    )  # fmt: skip
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
 
 
 async def test_qa_job_registers_what_passes_and_reports_malformed_lines(

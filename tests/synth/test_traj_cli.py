@@ -4,15 +4,13 @@ the folder asked for; and the command's errors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets  # type: ignore[import-untyped]
 import pytest
+from cli_support import astra
 from synth_support import synth_service, synth_stack
 from test_traj_judge import trajectory
 
@@ -22,16 +20,6 @@ from astra_envhost.settings import EnvhostSettings
 pytestmark = pytest.mark.timeout(300)
 
 Settings = Callable[..., EnvhostSettings]
-
-
-async def astra(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "astra.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
 
 
 async def test_export_from_trajectory_file(database_url: str, tmp_path: Path) -> None:
