@@ -41,15 +41,28 @@ async def test_envhost_serves_the_bfcl_specs_of_a_selection(unsandboxed: Setting
             "/v1/bfcl/environments", params={"category": ["base", "miss_func"], "limit": 2}
         )
         assert response.status_code == 200, response.text
-        specs = [EnvironmentSpec.model_validate(item) for item in response.json()]
+        page = response.json()
+        specs = [EnvironmentSpec.model_validate(item) for item in page["items"]]
         assert specs == bfcl_environments(["base", "miss_func"], 2, None)
+        assert (page["total"], page["offset"]) == (4, 0)
+        # pages of a larger selection cover it once, in order, each answer bounded
+        everything = bfcl_environments(["base"], 45, None)
+        paged: list[str] = []
+        while len(paged) < len(everything):
+            params = {"category": "base", "limit": 45, "offset": len(paged)}
+            answer = await http.get("/v1/bfcl/environments", params=params)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.content) < 1024 * 1024
+            assert answer.json()["total"] == 45
+            paged += [item["id"] for item in answer.json()["items"]]
+        assert paged == [spec.id for spec in everything]
         assert [spec.split for spec in specs] == ["multi_turn_base"] * 2 + [
             "multi_turn_miss_func"
         ] * 2
 
         wanted = ["multi_turn_long_context_7", "multi_turn_base_3"]
         response = await http.get("/v1/bfcl/environments", params={"entry": wanted})
-        assert [s["builtin"]["config"]["entry_id"] for s in response.json()] == wanted
+        assert [s["builtin"]["config"]["entry_id"] for s in response.json()["items"]] == wanted
 
         refused = await http.get("/v1/bfcl/environments", params={"category": "nonsense"})
         assert refused.status_code == 422

@@ -7,14 +7,39 @@ episodes; synth imports BFCL environments by asking for their specs over this ro
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
 
 from astra_envhost.bfcl import bfcl_environments
 from astra_proto import EnvironmentSpec
 
 MAX_ENTRY_IDS = 1_000
+MAX_PAGE = 20
+"""Specs per answer: a spec with its long-context files runs to tens of kilobytes, and the
+whole benchmark to ~16 MB, more than one answer should carry."""
+
+
+class BfclPage(BaseModel):
+    """One page of a selection's specs, in BFCL's order."""
+
+    total: int
+    offset: int
+    items: list[EnvironmentSpec]
+
+
+@functools.lru_cache(maxsize=8)
+def _selection(
+    categories: tuple[str, ...] | None, limit: int | None, entries: tuple[str, ...] | None
+) -> list[EnvironmentSpec]:
+    """The selection's specs, built once (reading the benchmark takes seconds) for its pages."""
+    return bfcl_environments(
+        list(categories) if categories is not None else None,
+        limit,
+        list(entries) if entries is not None else None,
+    )
 
 
 def bfcl_router() -> APIRouter:
@@ -23,7 +48,7 @@ def bfcl_router() -> APIRouter:
 
     @router.get(
         "/environments",
-        summary="BFCL multi-turn entries as environment specs (not registered)",
+        summary="BFCL multi-turn entries as environment specs (not registered), page by page",
     )
     async def environments(
         category: Annotated[
@@ -41,13 +66,21 @@ def bfcl_router() -> APIRouter:
             list[str] | None,
             Query(max_length=MAX_ENTRY_IDS, description="Only these BFCL entry ids."),
         ] = None,
-    ) -> list[EnvironmentSpec]:
-        """The specs ``bfcl_environments(category, limit, entry)`` builds, in BFCL's order;
-        422 for an unknown category or entry id."""
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    ) -> BfclPage:
+        """Specs ``offset`` .. ``offset + page_size`` of what ``bfcl_environments(category,
+        limit, entry)`` builds; 422 for an unknown category or entry id."""
+        key = (
+            tuple(category) if category else None,
+            limit,
+            tuple(entry) if entry else None,
+        )
         try:
             # Reading the benchmark's files takes a while: off the event loop.
-            return await asyncio.to_thread(bfcl_environments, category, limit, entry)
+            specs = await asyncio.to_thread(_selection, *key)
         except ValueError as exc:
             raise HTTPException(422, detail=str(exc)) from None
+        return BfclPage(total=len(specs), offset=offset, items=specs[offset : offset + page_size])
 
     return router

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import BaseModel
 
 from astra_proto import EnvironmentSpec, ReferenceCall, SyntheticTool
 from astra_proto.execution import (
@@ -106,6 +106,16 @@ class EnvironmentExecutor:
         params += [("entry", entry_id) for entry_id in entries or []]
         if limit is not None:
             params.append(("limit", limit))
+        specs: list[EnvironmentSpec] = []
+        while True:  # page by page: the whole benchmark is ~16 MB of specs
+            page = await self._bfcl_page([*params, ("offset", len(specs))])
+            specs += page.items
+            if not page.items or len(specs) >= page.total:
+                return specs
+
+    async def _bfcl_page(
+        self, params: list[tuple[str, str | int | float | bool | None]]
+    ) -> _BfclPage:
         try:
             response = await self.http.get("/v1/bfcl/environments", params=params)
         except httpx.HTTPError as exc:
@@ -119,7 +129,7 @@ class EnvironmentExecutor:
             raise ExecutionUnavailable(
                 f"envhost answered {response.status_code} to a BFCL request: {response.text[:300]}"
             )
-        return _SPECS.validate_json(response.content)
+        return _BfclPage.model_validate_json(response.content)
 
     async def _post(self, request: ExecutionRequest) -> list[CallOutcome]:
         try:
@@ -143,4 +153,10 @@ class EnvironmentExecutor:
 
 
 _JSON = {"Content-Type": "application/json"}
-_SPECS = TypeAdapter(list[EnvironmentSpec])
+
+
+class _BfclPage(BaseModel):
+    """A page of envhost's ``GET /v1/bfcl/environments``."""
+
+    total: int
+    items: list[EnvironmentSpec]
