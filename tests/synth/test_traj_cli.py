@@ -36,7 +36,9 @@ async def test_export_from_trajectory_file(database_url: str, tmp_path: Path) ->
         )
         assert code == 0, err
         assert f"3 records (1.33 tool calls each) in {out}" in output
-        assert datasets.load_dataset(str(out), split="train")["id"] == ["t0", "t1", "t2"]
+        assert datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))[
+            "id"
+        ] == ["t0", "t1", "t2"]
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["name"] == "out"
         assert manifest["path"] == str(out)
@@ -104,6 +106,6 @@ async def test_gold_export_runs_synth_jobs_and_downloads_the_dataset(
         jobs = (await s.http.get("/v1/jobs")).json()["items"]
         assert [job["kind"] for job in jobs] == ["trajectories", "environments"]
         assert jobs[0]["params"]["job_id"] == jobs[1]["id"]
-    loaded = datasets.load_dataset(str(out), split="train")
+    loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert loaded.num_rows == 3
     assert json.loads((out / "manifest.json").read_text())["name"] == "gold-3"

@@ -30,9 +30,14 @@ def test_export_round_trips_through_datasets(tmp_path: Path) -> None:
         assert len(digest) == 64
         assert (tmp_path / "ds" / relative).is_file()
 
-    parquet = datasets.load_dataset(str(tmp_path / "ds"), split="train")
+    parquet = datasets.load_dataset(
+        str(tmp_path / "ds"), split="train", cache_dir=str(tmp_path / "hf")
+    )
     jsonl = datasets.load_dataset(
-        "json", data_files=str(tmp_path / "ds" / "jsonl" / "train.jsonl"), split="train"
+        "json",
+        data_files=str(tmp_path / "ds" / "jsonl" / "train.jsonl"),
+        split="train",
+        cache_dir=str(tmp_path / "hf"),
     )
     for loaded in (parquet, jsonl):
         assert loaded["id"] == ["one", "two"]

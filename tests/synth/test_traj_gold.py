@@ -165,7 +165,9 @@ async def test_gold_dataset_is_played_for_real_and_verified(
         "real_estate", "ecommerce", "healthcare", "travel", "finance"
     }  # fmt: skip
 
-    loaded = datasets.load_dataset(str(tmp_path / "gold"), split="train")
+    loaded = datasets.load_dataset(
+        str(tmp_path / "gold"), split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert len(loaded) == len(specs)
     by_env = {spec.id: spec for spec in specs}
     for row in loaded:

@@ -35,7 +35,9 @@ async def test_exported_gold_dataset_trains_with_sft_trainer(
         manifest = await gold_dataset(specs, envhost_url=base, out_dir=tmp_path / "data")
     assert manifest.stats.records == len(specs)
 
-    dataset = datasets.load_dataset(str(tmp_path / "data"), split="train")
+    dataset = datasets.load_dataset(
+        str(tmp_path / "data"), split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert set(dataset.column_names) >= {"messages", "tools"}
     assert isinstance(dataset[0]["tools"], str)  # parsed by TRL, not merged by datasets
     for message in dataset[0]["messages"]:
