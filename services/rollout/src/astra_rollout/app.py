@@ -163,7 +163,8 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
             finally:
                 await http.aclose()
                 await mcp_http.aclose()
-                await redis_client.aclose()
+                # The pool was passed in: the client does not close it on its own.
+                await redis_client.aclose(close_connection_pool=True)
 
     app = create_service_app(
         service="rollout",
