@@ -49,7 +49,7 @@ async def test_envhost_serves_the_bfcl_specs_of_a_selection(unsandboxed: Setting
         everything = bfcl_environments(["base"], 45, None)
         paged: list[str] = []
         while len(paged) < len(everything):
-            params = {"category": "base", "limit": 45, "offset": len(paged)}
+            params: dict[str, str | int] = {"category": "base", "limit": 45, "offset": len(paged)}
             answer = await http.get("/v1/bfcl/environments", params=params)
             assert answer.status_code == 200, answer.text
             assert len(answer.content) < 1024 * 1024
