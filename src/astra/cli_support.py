@@ -3,13 +3,19 @@ errors turned into that exit."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from astra.api_client import ApiClient, ApiError, service_url
+from astra_common.clients import ServiceClient, ServiceError, ServiceUnreachable
+
+C = TypeVar("C", bound=ServiceClient)
+T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -38,4 +44,35 @@ def call(
         with ApiClient(service_url(service, url, state_dir), token, timeout=timeout) as client:
             return client.request(method, path, **kwargs).json()
     except ApiError as exc:
+        raise fail(str(exc)) from None
+
+
+def with_client(
+    client_type: type[C],
+    url: str | None,
+    state_dir: Path,
+    work: Callable[[C], Awaitable[T]],
+    *,
+    token: str | None = None,
+    timeout_s: float = 30.0,
+) -> T:
+    """Run ``work`` with a typed client of ``client_type.service`` (found as ``service_url``
+    says) and return its result; an unreachable service or an error answer exits 1 with one
+    readable line.
+
+    ```python
+    page = with_client(SynthClient, synth_url, state_dir, lambda s: s.list_jobs(limit=20))
+    ```
+    """
+
+    async def main() -> T:
+        base = service_url(client_type.service, url, state_dir)
+        async with client_type(base, token=token, timeout_s=timeout_s) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(main())
+    except ServiceUnreachable as exc:
+        raise fail(f"{exc} (is the stack running? start it with `astra up`)") from None
+    except ServiceError as exc:
         raise fail(str(exc)) from None

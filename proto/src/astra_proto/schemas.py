@@ -6,12 +6,14 @@ python -m astra_proto.schemas check proto/schemas
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from astra_proto.api import SERVICES
 from astra_proto.chat import Message, ToolCall
 from astra_proto.environment import EnvironmentSpec, SubQuestion, VerificationCertificate
 from astra_proto.episode import Episode, EpisodeRequest, ScoreRequest, ToolCallRecord
@@ -46,6 +48,10 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "ExecutionResult": ExecutionResult,
 }
 """Every contract whose schema is published, by file name."""
+
+for _service in SERVICES:
+    _module = importlib.import_module(f"astra_proto.api.{_service}")
+    CONTRACTS.update({f"{_service}.{name}": model for name, model in _module.CONTRACTS.items()})
 
 
 def render_all() -> dict[str, str]:
