@@ -13,8 +13,9 @@ from test_traj_graph import WEATHER
 from test_traj_judge import trajectory
 
 from astra_proto import Message
+from astra_proto.api.synth import Toolset
 from astra_synth.trajectories import export_dataset
-from astra_synth.trajectories.models import TaskSynthesis, Toolset
+from astra_synth.trajectories.models import TaskSynthesis
 from astra_synth.trajectories.store import TrajectoryStore
 
 

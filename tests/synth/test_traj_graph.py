@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from astra_proto import ToolSpec
+from astra_proto.api.synth import Edge, ToolGraph, ToolServer
 from astra_synth.trajectories.graph import build_graph, feeds, schema_edges
-from astra_synth.trajectories.models import Chain, ChainProposal, Edge, ToolGraph, ToolServer
+from astra_synth.trajectories.models import Chain, ChainProposal
 from astra_synth.trajectories.walks import random_walk, sample_chains, unbound_arguments
 
 

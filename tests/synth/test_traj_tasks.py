@@ -13,9 +13,9 @@ from scripted_chat import Script, ScriptedChat
 from test_traj_graph import WEATHER
 
 from astra_proto import StageProgress
+from astra_proto.api.synth import Toolset, TrajectorySettings
 from astra_synth.llm import LLMRequestRejected, LLMUnavailable, LLMUsage
-from astra_synth.trajectories.models import Chain, Toolset
-from astra_synth.trajectories.settings import TrajectorySettings
+from astra_synth.trajectories.models import Chain
 from astra_synth.trajectories.user_tasks import synthesize_tasks
 from astra_synth.trajectories.walks import unbound_arguments
 

@@ -10,8 +10,8 @@ import pytest
 from test_traj_gold import envhost_with, needs_sandbox
 
 from astra_envhost.settings import EnvhostSettings
+from astra_proto.api.synth import TrajectorySettings
 from astra_synth.procedural import generate_environments
-from astra_synth.trajectories.settings import TrajectorySettings
 from astra_synth.trajectories.toolsets import (
     ToolConversionError,
     build_toolset,

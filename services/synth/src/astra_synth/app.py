@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -13,6 +12,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from astra_common.db import Database
 from astra_common.health import database_check, redis_check
 from astra_common.service import bearer_auth, closing_lifespan, create_service_app
+from astra_proto.api.synth import WorkerList
 from astra_synth import __version__
 from astra_synth.archive import with_trajectory_archiver
 from astra_synth.console import mount_console
@@ -34,10 +34,10 @@ def workers_router(celery_app: Celery) -> APIRouter:
     router = APIRouter(tags=["workers"])
 
     @router.get("/workers", summary="Celery workers that answered a ping within a second")
-    async def workers() -> dict[str, Any]:
+    async def workers() -> WorkerList:
         replies = await asyncio.to_thread(celery_app.control.ping, timeout=1.0) or []
         names = sorted(name for reply in replies for name in reply)
-        return {"count": len(names), "workers": names}
+        return WorkerList(count=len(names), workers=names)
 
     return router
 

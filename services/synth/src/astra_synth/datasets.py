@@ -10,26 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from astra_proto import Trajectory
+from astra_proto.api.synth import DatasetManifest, DatasetUpload
 from astra_synth.trajectories.export import MANIFEST_FILE, export_dataset
-from astra_synth.trajectories.models import DATASET_NAME_PATTERN, DatasetManifest
 from astra_synth.trajectories.store import NAME_PATTERN, TrajectoryStore
 
 MAX_UPLOAD_BYTES = 200_000_000
 """Largest body ``POST /v1/datasets`` reads (bigger ones are refused with 413)."""
 
 DatasetName = Annotated[str, Path(pattern=NAME_PATTERN, description="The dataset's name.")]
-
-
-class DatasetUpload(BaseModel):
-    """Trajectory records to export as they are into the dataset ``name``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=DATASET_NAME_PATTERN, description="The dataset's name.")
-    records: list[Trajectory] = Field(min_length=1)
 
 
 async def limit_upload(request: Request) -> None:

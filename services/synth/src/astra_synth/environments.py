@@ -6,11 +6,16 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel
 
 from astra_common.db import Database, EnvironmentFilter, ImmutableError, NotFoundError
 from astra_common.query_bounds import QueryCount, QueryOffset
 from astra_proto import EnvironmentSpec, ScenarioType
+from astra_proto.api.synth import (
+    EnvironmentPage,
+    EnvironmentSummary,
+    Registered,
+    VerificationReport,
+)
 from astra_synth.jobs.executor import EnvironmentExecutor, ExecutionUnavailable
 from astra_synth.procedural import (
     certificate_from_outcomes,
@@ -19,57 +24,6 @@ from astra_synth.procedural import (
 )
 
 MAX_PAGE = 500
-
-
-class EnvironmentSummary(BaseModel):
-    """One environment in a listing."""
-
-    id: str
-    kind: str
-    source: str | None
-    domain: str
-    scenario_type: ScenarioType | None
-    split: str
-    hops: int
-    tools: int
-    task: str
-
-    @classmethod
-    def of(cls, spec: EnvironmentSpec) -> EnvironmentSummary:
-        return cls(
-            id=spec.id,
-            kind=spec.kind,
-            source=spec.provenance.source if spec.provenance else None,
-            domain=spec.domain,
-            scenario_type=spec.scenario_type,
-            split=spec.split,
-            hops=spec.hops,
-            tools=len(spec.tool_names()),
-            task=spec.task[:200],
-        )
-
-
-class EnvironmentPage(BaseModel):
-    """A page of environments and how many match in all."""
-
-    total: int
-    items: list[EnvironmentSummary]
-
-
-class VerificationReport(BaseModel):
-    """A certificate re-checked from the spec alone: every reference call replayed."""
-
-    env_id: str
-    holds: bool
-    replays: int
-    problems: list[str]
-
-
-class Registered(BaseModel):
-    """The outcome of registering a spec."""
-
-    id: str
-    created: bool
 
 
 def environments_router(

@@ -8,60 +8,18 @@ service exchanges.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from astra_common.db import Database, NotFoundError
 from astra_common.db.models import EpisodeCallRow, EpisodeRow, TrajectoryRow
 from astra_common.query_bounds import QueryCount, QueryOffset
 from astra_proto import Episode, EpisodeState, Trajectory
+from astra_proto.api.synth import EpisodePage, EpisodeSummary, TrajectoryPage, TrajectorySummary
 
 MAX_PAGE = 500
-
-
-class EpisodeSummary(BaseModel):
-    """One episode in a listing: who, when, how many calls, and its F1 once scored."""
-
-    id: str
-    env_id: str
-    state: EpisodeState
-    seed: int
-    turn: int
-    calls: int
-    f1: float | None
-    created_at: datetime
-    last_active_at: datetime
-
-
-class EpisodePage(BaseModel):
-    """A page of episodes, newest first, and how many match in all."""
-
-    total: int
-    items: list[EpisodeSummary]
-
-
-class TrajectorySummary(BaseModel):
-    """One archived trajectory in a listing (its messages are in the full record)."""
-
-    id: str
-    env_id: str
-    episode_id: str | None
-    group_id: str | None
-    policy_version: int
-    f1: float | None
-    finish_reason: str
-    created_at: datetime
-
-
-class TrajectoryPage(BaseModel):
-    """A page of trajectories, newest first, and how many match in all."""
-
-    total: int
-    items: list[TrajectorySummary]
 
 
 def console_data_router(database: Database) -> APIRouter:

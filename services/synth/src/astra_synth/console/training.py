@@ -14,24 +14,10 @@ from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+
+from astra_proto.api.synth import TrainingMetrics, TrainingRuns
 
 TRAINER_TIMEOUT_S = 5.0
-
-
-class TrainingRuns(BaseModel):
-    """The trainer's runs, as it lists them."""
-
-    trainer_url: str
-    runs: list[dict[str, Any]]
-
-
-class TrainingMetrics(BaseModel):
-    """One run's metrics: one object per optimizer step (its scalar fields), in step order."""
-
-    trainer_url: str
-    run_id: str
-    steps: list[dict[str, Any]]
 
 
 def training_router(trainer_url: str) -> APIRouter:

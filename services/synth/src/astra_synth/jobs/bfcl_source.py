@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
+from astra_proto.api.synth import BfclSelection, EnvironmentJobRequest
 from astra_synth.jobs.environment_source import JobContext
-from astra_synth.jobs.requests import BfclSelection, EnvironmentJobRequest
 
 BFCL_STAGES = ("fetched", "registered")
 

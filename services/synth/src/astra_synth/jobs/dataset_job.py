@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from astra_common.db import Database, EnvironmentFilter
 from astra_proto import EnvironmentSpec, JobState
+from astra_proto.api.synth import DatasetJobRequest
 from astra_synth.jobs.lifecycle import RunningJob, run_job
-from astra_synth.jobs.requests import DatasetJobRequest
 from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.gold import gold_dataset
 from astra_synth.trajectories.store import TrajectoryStore

@@ -12,9 +12,9 @@ from typing import Protocol
 
 from astra_common.db import Database
 from astra_proto import EnvironmentSpec
+from astra_proto.api.synth import EnvironmentJobRequest
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.progress import JobProgress
-from astra_synth.jobs.requests import EnvironmentJobRequest
 from astra_synth.settings import SynthSettings
 
 

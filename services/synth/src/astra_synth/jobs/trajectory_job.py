@@ -24,15 +24,15 @@ from typing import Any
 import httpx
 
 from astra_proto import FinishReason, JobState, StageProgress, Trajectory
+from astra_proto.api.synth import TaskJobRequest, Toolset, TrajectoryJobRequest
 from astra_synth.jobs.lifecycle import RunningJob, run_job
 from astra_synth.jobs.progress import JobCancelled
-from astra_synth.jobs.requests import TaskJobRequest, TrajectoryJobRequest
 from astra_synth.llm import LLMUsage
 from astra_synth.llm_endpoint import chat_model
 from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.export import export_dataset
 from astra_synth.trajectories.judge import Judge, JudgeReport
-from astra_synth.trajectories.models import SynthTask, TaskSynthesis, Toolset
+from astra_synth.trajectories.models import SynthTask, TaskSynthesis
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.trajectories.user_tasks import synthesize_tasks
 

@@ -1,72 +1,20 @@
 """The LLM tool emulator over REST: ``POST /v1/emulate`` answers one call of a tool known only
 by its document (teacher runs of the rollout service send the calls of document-only servers
 here). Stateless: each request carries the trajectory's recent calls and the call's position,
-so a call's injected failure is the same whichever replica answers it."""
+so a call's injected failure is the same whichever replica answers it. The bodies are
+``astra_proto.api.synth.EmulateRequest`` and ``EmulateReply``."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Self
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from astra_proto import ToolSpec
+from astra_proto.api.synth import EmulateReply, EmulateRequest, ToolServer
 from astra_synth.llm import LLMError
 from astra_synth.llm_endpoint import ChatModels
 from astra_synth.llm_pipeline.ask import Unparseable
 from astra_synth.trajectories.emulator import HISTORY, EmulatedCall, ToolEmulator
-from astra_synth.trajectories.models import ToolServer
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EmulatedServer(_Strict):
-    """The server's documents."""
-
-    name: str = Field(min_length=1, max_length=128)
-    description: str = Field(default="", max_length=20_000)
-    tools: list[ToolSpec] = Field(min_length=1, max_length=1_000)
-
-
-class PastCall(_Strict):
-    """One earlier call of the trajectory and what it returned."""
-
-    tool: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    output: dict[str, Any] | None = None
-    error: str | None = None
-
-
-class EmulateRequest(_Strict):
-    """One call to emulate, with the trajectory's recent calls (the last five are shown to the
-    LLM) and its position ``index`` among all the trajectory's calls."""
-
-    server: EmulatedServer
-    tool: str = Field(min_length=1, max_length=128)
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    history: list[PastCall] = Field(default_factory=list, max_length=50)
-    index: int = Field(default=0, ge=0)
-    seed: int = 0
-    failure_rate: float = Field(default=0.2, ge=0.0, le=1.0)
-    llm_base_url: str | None = Field(default=None, max_length=2_000)
-    llm_model: str | None = Field(default=None, max_length=256)
-
-    @model_validator(mode="after")
-    def _position(self) -> Self:
-        if self.index < len(self.history):
-            raise ValueError("index counts every earlier call, so it is at least len(history)")
-        return self
-
-
-class EmulateReply(_Strict):
-    """The call's output, or its error (``injected``: failed on purpose)."""
-
-    output: Any = None
-    error: str | None = None
-    injected: bool = False
 
 
 def emulate_router(models: ChatModels, auth: Callable[..., Awaitable[None]]) -> APIRouter:

@@ -15,20 +15,23 @@ from pydantic import BaseModel
 
 from astra_common.db import Database, ImmutableError, NotFoundError
 from astra_common.query_bounds import QueryOffset
-from astra_proto import JobKind, JobRejectionPage, JobState, StageProgress, SynthesisJob
+from astra_proto import JobKind, JobRejectionPage, JobState, SynthesisJob
+from astra_proto.api.synth import (
+    MAX_QA_BYTES,
+    DatasetJobRequest,
+    EnvironmentJobRequest,
+    JobPage,
+    JobStats,
+    TaskJobRequest,
+    TrajectoryJobRequest,
+)
 from astra_synth.jobs.celery_tasks import (
     DATASET_JOB_TASK,
     ENVIRONMENT_JOB_TASK,
     TASK_JOB_TASK,
     TRAJECTORY_JOB_TASK,
 )
-from astra_synth.jobs.requests import (
-    MAX_QA_BYTES,
-    DatasetJobRequest,
-    EnvironmentJobRequest,
-    TaskJobRequest,
-    TrajectoryJobRequest,
-)
+from astra_synth.procedural.generate import DEFAULT_HOPS, scenario_types_for
 from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.store import TrajectoryStore
 
@@ -36,22 +39,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = MAX_QA_BYTES + 1_000_000
 MAX_PAGE = 500
-
-
-class JobPage(BaseModel):
-    """A page of jobs, newest first."""
-
-    items: list[SynthesisJob]
-
-
-class JobStats(BaseModel):
-    """A job's yield: what it registered (hops, scenario types, tools per environment,
-    domains, splits) and what it rejected, by reason."""
-
-    job_id: str
-    state: JobState
-    progress: list[StageProgress]
-    stats: dict[str, Any]
 
 
 async def limit_body(request: Request) -> None:
@@ -101,6 +88,8 @@ def jobs_router(
                 413, detail=f"qa_jsonl holds {body.qa_size()} bytes; the limit is {MAX_QA_BYTES}"
             )
         source = body.resolved_source()
+        if source == "procedural" and body.scenario_types:
+            check_scenario_types(body)
         if source in ("qa", "knowledge"):
             needs_llm(body.llm_base_url, f"source {source!r}")
             check_pipeline_settings(body.pipeline)
@@ -223,6 +212,15 @@ def jobs_router(
         return job
 
     return router
+
+
+def check_scenario_types(request: EnvironmentJobRequest) -> None:
+    """422 when a procedural job names scenario types that none of its hop counts suits (the
+    detail names the types that would)."""
+    try:
+        scenario_types_for(request.hops or DEFAULT_HOPS, request.scenario_types)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
 
 
 def check_pipeline_settings(pipeline: dict[str, Any]) -> None:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
 
+from astra_proto.api.synth import ToolGraph, Toolset, ToolsetRequest
 from astra_synth.trajectories.graph import build_graph
-from astra_synth.trajectories.models import TOOLSET_ID_PATTERN, ToolGraph, Toolset
-from astra_synth.trajectories.settings import TrajectorySettings
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.trajectories.toolsets import (
     RawServer,
@@ -21,46 +18,6 @@ from astra_synth.trajectories.toolsets import (
     server_from_mcp,
     server_from_openapi,
 )
-
-MAX_SERVERS = 200
-
-
-class McpSource(BaseModel):
-    """An MCP server (streamable HTTP) whose listed tools form one group."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^https?://", max_length=2_000)
-    name: str | None = Field(default=None, max_length=64)
-    token: str | None = Field(default=None, max_length=4_000, description="Bearer token.")
-
-
-class OpenApiSource(BaseModel):
-    """An OpenAPI 3 document; each operation becomes a tool."""
-
-    model_config = ConfigDict(extra="forbid")
-    document: dict[str, Any]
-    name: str | None = Field(default=None, max_length=64)
-
-
-class JsonToolsSource(BaseModel):
-    """A JSON tool list (OpenAI function specs, flat entries or MCP ``inputSchema`` entries)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=64)
-    tools: list[Any] = Field(max_length=10_000)
-    description: str = Field(default="", max_length=10_000)
-
-
-class ToolsetRequest(BaseModel):
-    """Register a toolset: one server per source; the filters (at least N tools, usable
-    descriptions, convertible schemas) drop what cannot be used, with reasons."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str | None = Field(default=None, pattern=TOOLSET_ID_PATTERN)
-    mcp: list[McpSource] = Field(default_factory=list, max_length=MAX_SERVERS)
-    openapi: list[OpenApiSource] = Field(default_factory=list, max_length=MAX_SERVERS)
-    json_tools: list[JsonToolsSource] = Field(default_factory=list, max_length=MAX_SERVERS)
-    settings: TrajectorySettings = Field(default_factory=TrajectorySettings)
 
 
 def toolsets_router(store: TrajectoryStore, auth: Callable[..., Awaitable[None]]) -> APIRouter:

@@ -1,23 +1,15 @@
 """Trajectory synthesis (SFT data): tool documents -> tool-call graph -> chains -> tasks ->
 (trajectories) -> judged samples -> datasets; and the offline path, gold trajectories from
-procedural environments' reference solutions. See docs/trajectory-synthesis.md.
+procedural environments' reference solutions. See docs/trajectory-synthesis.md. The models
+its API answers with (``Toolset``, ``ToolGraph``, ``DatasetManifest``) and its settings
+(``TrajectorySettings``) are contracts of ``astra_proto.api.synth``.
 """
 
 from astra_synth.trajectories.emulator import EmulatedCall, ToolEmulator
 from astra_synth.trajectories.export import export_dataset
 from astra_synth.trajectories.gold import GoldError, gold_dataset, gold_plan, gold_trajectory
 from astra_synth.trajectories.judge import Judge, JudgedSample, JudgeReport
-from astra_synth.trajectories.models import (
-    Chain,
-    DatasetManifest,
-    DatasetStats,
-    SynthTask,
-    TaskSynthesis,
-    ToolGraph,
-    ToolServer,
-    Toolset,
-)
-from astra_synth.trajectories.settings import TrajectorySettings
+from astra_synth.trajectories.models import Chain, SynthTask, TaskSynthesis
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.trajectories.toolsets import (
     build_toolset,
@@ -29,8 +21,6 @@ from astra_synth.trajectories.user_tasks import synthesize_tasks
 
 __all__ = [
     "Chain",
-    "DatasetManifest",
-    "DatasetStats",
     "EmulatedCall",
     "GoldError",
     "Judge",
@@ -39,10 +29,6 @@ __all__ = [
     "SynthTask",
     "TaskSynthesis",
     "ToolEmulator",
-    "ToolGraph",
-    "ToolServer",
-    "Toolset",
-    "TrajectorySettings",
     "TrajectoryStore",
     "build_toolset",
     "export_dataset",

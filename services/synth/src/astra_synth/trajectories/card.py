@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from astra_synth.trajectories.models import DatasetStats
+from astra_proto.api.synth import DatasetStats
 
 
 def dataset_card(

@@ -7,10 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from astra_proto.api.synth import ToolServer
 from astra_synth.llm import LLMError, LLMUnavailable
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
-from astra_synth.trajectories.models import Chain, RejectionSink, ToolServer, ignore_rejection
+from astra_synth.trajectories.models import Chain, RejectionSink, ignore_rejection
 from astra_synth.trajectories.walks import unbound_arguments
 
 SYSTEM_COHERENCE = (

@@ -16,10 +16,10 @@ from typing import Any
 
 import jsonschema
 
+from astra_proto.api.synth import ToolServer
 from astra_synth.llm import ChatModel
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
-from astra_synth.trajectories.models import ToolServer
 
 SYSTEM_EMULATE = (
     "You emulate one tool of a server. Given the tool's definition, the server's description, "

@@ -22,8 +22,8 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from astra_proto import Message, Trajectory
+from astra_proto.api.synth import DatasetManifest, DatasetStats
 from astra_synth.trajectories.card import dataset_card
-from astra_synth.trajectories.models import DatasetManifest, DatasetStats
 
 PARQUET_FILE = "data/train.parquet"
 JSONL_FILE = "jsonl/train.jsonl"

@@ -9,17 +9,11 @@ from collections import Counter
 from typing import Any
 
 from astra_proto import ToolSpec
+from astra_proto.api.synth import Edge, ToolGraph, ToolServer
 from astra_synth.llm import LLMError, LLMUnavailable
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
-from astra_synth.trajectories.models import (
-    ChainProposal,
-    Edge,
-    RejectionSink,
-    ToolGraph,
-    ToolServer,
-    ignore_rejection,
-)
+from astra_synth.trajectories.models import ChainProposal, RejectionSink, ignore_rejection
 
 SYSTEM_PROPOSE = (
     "You design realistic multi-step uses of one tool server. Given the server's description "

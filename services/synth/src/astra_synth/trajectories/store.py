@@ -13,8 +13,9 @@ import re
 import tempfile
 from pathlib import Path
 
+from astra_proto.api.synth import DatasetManifest, ToolGraph, Toolset
 from astra_synth.trajectories.export import MANIFEST_FILE
-from astra_synth.trajectories.models import DatasetManifest, TaskSynthesis, ToolGraph, Toolset
+from astra_synth.trajectories.models import TaskSynthesis
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 """Every stored name: one path component that does not start with a dot (so never '..')."""

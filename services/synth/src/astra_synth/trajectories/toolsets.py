@@ -19,10 +19,9 @@ import jsonschema
 from pydantic import ValidationError
 
 from astra_proto import ToolSpec
+from astra_proto.api.synth import Rejection, ToolServer, Toolset, TrajectorySettings
 from astra_proto.tools import TOOL_NAME_PATTERN
 from astra_synth.trajectories.mcp_client import list_all_tools, mcp_client, mcp_tool_to_raw
-from astra_synth.trajectories.models import Rejection, ToolServer, Toolset
-from astra_synth.trajectories.settings import TrajectorySettings
 
 _NAME = re.compile(TOOL_NAME_PATTERN)
 _HTTP_METHODS = ("get", "post", "put", "patch", "delete")

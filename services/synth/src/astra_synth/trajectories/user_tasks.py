@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Literal
 
 from astra_proto import StageProgress, sha256_hex
+from astra_proto.api.synth import AugmentKind, ToolServer, Toolset, TrajectorySettings
 from astra_synth.llm import ChatModel, LLMError, LLMUnavailable, LLMUsage
 from astra_synth.llm_pipeline.ask import StageReply, Unparseable
 from astra_synth.trajectories.asker import Asker
@@ -17,12 +18,9 @@ from astra_synth.trajectories.models import (
     RejectionSink,
     SynthTask,
     TaskSynthesis,
-    ToolServer,
-    Toolset,
     ignore_rejection,
     report,
 )
-from astra_synth.trajectories.settings import AugmentKind, TrajectorySettings
 from astra_synth.trajectories.walks import sample_chains
 
 SYSTEM_SERVER_TASKS = (

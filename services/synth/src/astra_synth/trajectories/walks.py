@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
+from astra_proto.api.synth import ToolGraph, ToolServer
 from astra_synth.trajectories.graph import feeds, is_identifier
-from astra_synth.trajectories.models import Chain, ToolGraph, ToolServer
+from astra_synth.trajectories.models import Chain
 
 
 def random_walk(
