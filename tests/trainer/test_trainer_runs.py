@@ -18,8 +18,9 @@ import httpx
 import pytest
 from trainer_support import MODEL_CACHE, model_store
 
+from astra_proto.api.trainer import RunStatus
 from astra_trainer.app import create_app
-from astra_trainer.run_files import RunStatus, read_status, write_status
+from astra_trainer.run_files import read_status, write_status
 from astra_trainer.runs import RunManager
 from astra_trainer.settings import TrainerSettings
 

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from astra_proto.api.trainer import RunStatus
 from astra_trainer.grpo.config import GRPOConfig
 from astra_trainer.grpo.runner import GRPORunner, run_worker, stream_redis_client
 from astra_trainer.models import ModelStore, ModelStoreError
-from astra_trainer.run_files import RunStatus
 from astra_trainer.sft import SFTResult, SFTRunConfig, run_sft
 from astra_trainer.sft_data import DatasetFormatError
 

@@ -11,38 +11,17 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from astra_proto.api.trainer import RunStatus
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 
-RunState = Literal["pending", "running", "finished", "failed", "stopped"]
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class RunStatus(BaseModel):
-    """The state of one run, as ``status.json`` holds it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: str
-    kind: Literal["sft", "grpo"]
-    state: RunState
-    step: int = 0
-    """Optimizer steps done so far."""
-    policy_version: int | None = None
-    """Latest policy version written (GRPO)."""
-    checkpoint: str | None = None
-    """Latest checkpoint folder."""
-    error: str | None = None
-    pid: int | None = None
-    updated_at: datetime = Field(default_factory=_now)
 
 
 def write_json_atomic(path: Path, document: Any) -> None:

@@ -32,7 +32,8 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from astra_common.processes import spawn, tail
-from astra_trainer.run_files import RunStatus, read_status, write_json_atomic, write_status
+from astra_proto.api.trainer import RunStatus
+from astra_trainer.run_files import read_status, write_json_atomic, write_status
 
 REQUEST_FILE = "request.json"
 LOG_FILE = "train.log"

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
+from astra_proto.api.trainer import RunStatus, SFTOptions
 from astra_trainer.models import CHAT_TEMPLATE, TRAINING_CHAT_TEMPLATE, ModelStore
 from astra_trainer.run_files import (
     CONFIG_FILE,
-    RunStatus,
     append_metrics,
     write_json_atomic,
     write_status,
@@ -35,29 +35,11 @@ logger = logging.getLogger(__name__)
 FINAL_DIR = "final"
 
 
-class SFTRunConfig(BaseModel):
-    """One SFT run. Defaults follow the paper's recipe scaled to a CPU-sized model."""
+class SFTRunConfig(SFTOptions):
+    """One SFT run: the knobs a request may set (``SFTOptions``, whose defaults follow the
+    paper's recipe scaled to a CPU-sized model) and its run directory."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: Path = Field(description="Exported dataset: a .parquet/.jsonl file or a folder.")
     run_dir: Path = Field(description="Where checkpoints, metrics and the final model go.")
-    base_model: str = Field(
-        default="SmolLM2-135M-Instruct",
-        description="Model store name or a local Hugging Face model folder.",
-    )
-    max_steps: int = Field(default=-1, description="Optimizer steps; -1 trains num_epochs.")
-    num_epochs: float = Field(default=2.0, gt=0, description="Epochs when max_steps is -1.")
-    batch_size: int = Field(default=4, ge=1, description="Sequences per device per step.")
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    learning_rate: float = Field(default=5e-6, gt=0)
-    lr_scheduler_type: str = Field(default="cosine")
-    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Warm-up share of steps.")
-    max_length: int = Field(default=4096, ge=16, description="Longer samples are truncated.")
-    save_steps: int = Field(default=500, ge=1, description="Checkpoint every this many steps.")
-    save_total_limit: int | None = Field(default=2, description="Checkpoints kept (None: all).")
-    logging_steps: int = Field(default=1, ge=1)
-    seed: int = 0
 
 
 class SFTResult(BaseModel):

@@ -11,23 +11,10 @@ import functools
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
 
 from astra_envhost.bfcl import bfcl_environments
 from astra_proto import EnvironmentSpec
-
-MAX_ENTRY_IDS = 1_000
-MAX_PAGE = 20
-"""Specs per answer: a spec with its long-context files runs to tens of kilobytes, and the
-whole benchmark to ~16 MB, more than one answer should carry."""
-
-
-class BfclPage(BaseModel):
-    """One page of a selection's specs, in BFCL's order."""
-
-    total: int
-    offset: int
-    items: list[EnvironmentSpec]
+from astra_proto.api.envhost import MAX_BFCL_ENTRY_IDS, MAX_BFCL_PAGE, BfclPage
 
 
 @functools.lru_cache(maxsize=8)
@@ -64,10 +51,10 @@ def bfcl_router() -> APIRouter:
         ] = None,
         entry: Annotated[
             list[str] | None,
-            Query(max_length=MAX_ENTRY_IDS, description="Only these BFCL entry ids."),
+            Query(max_length=MAX_BFCL_ENTRY_IDS, description="Only these BFCL entry ids."),
         ] = None,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+        page_size: Annotated[int, Query(ge=1, le=MAX_BFCL_PAGE)] = MAX_BFCL_PAGE,
     ) -> BfclPage:
         """Specs ``offset`` .. ``offset + page_size`` of what ``bfcl_environments(category,
         limit, entry)`` builds; 422 for an unknown category or entry id."""

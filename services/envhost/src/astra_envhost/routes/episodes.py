@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel
 
 from astra_envhost.episodes import (
     CapacityError,
@@ -24,25 +23,7 @@ from astra_proto import (
     RewardBreakdown,
     ScoreRequest,
 )
-
-
-class EpisodeSummary(BaseModel):
-    """One open episode in a listing."""
-
-    id: str
-    env_id: str
-    state: str
-    turn: int
-    calls: int
-    mcp_url: str
-    last_active_at: str
-
-
-class TurnResult(BaseModel):
-    """The turn an episode moved to."""
-
-    turn: int
-
+from astra_proto.api.envhost import EpisodeSummary, TurnResult
 
 _FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 

@@ -37,6 +37,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from astra_common.retry import is_transient, retry_transient
 from astra_common.streams import Delivery, StreamConsumer
 from astra_proto import Trajectory
+from astra_proto.api.trainer import RunStatus
 from astra_trainer.grpo.batching import Dropped, Group, GroupBuffer, Member
 from astra_trainer.grpo.checkpoint import OPTIMIZER_FILE, CheckpointState, CheckpointStore
 from astra_trainer.grpo.config import GRPOConfig
@@ -46,7 +47,6 @@ from astra_trainer.models import ModelStore
 from astra_trainer.publish import VLLMWeightReload, publish_policy
 from astra_trainer.run_files import (
     CONFIG_FILE,
-    RunStatus,
     append_metrics,
     write_json_atomic,
     write_status,

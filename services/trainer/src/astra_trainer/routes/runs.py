@@ -3,35 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
-from pydantic import ValidationError
 
 from astra_common.service import bearer_auth
+from astra_proto.api.trainer import GRPORunRequest, RunKind, RunStatus, SFTRunRequest
 from astra_trainer.grpo.config import GRPOConfig
-from astra_trainer.run_files import RunStatus, read_metrics
+from astra_trainer.run_files import read_metrics
 from astra_trainer.runs import RunLimitError, RunManager, RunNotFoundError
 from astra_trainer.settings import TrainerSettings
 from astra_trainer.sft import SFTRunConfig
 from astra_trainer.sft_data import DatasetFormatError, dataset_files
-
-
-def _validated(model: Any, values: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise HTTPException(
-            422, detail=exc.errors(include_url=False, include_context=False, include_input=False)
-        ) from exc
-
 
 _TOO_MANY_RUNS: dict[str, Any] = {
     "description": "max_concurrent_runs runs are running; the detail names them",
 }
 
 
-def _start(runs: RunManager, run_id: str, kind: Literal["sft", "grpo"], config: Any) -> RunStatus:
+def _start(
+    runs: RunManager, run_id: str, kind: RunKind, config: SFTRunConfig | GRPOConfig
+) -> RunStatus:
     try:
         return runs.start(run_id, kind, config)
     except RunLimitError as exc:
@@ -51,15 +43,14 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
         responses={429: _TOO_MANY_RUNS},
     )
     async def start_sft(
-        body: dict[str, Any] = Body(  # noqa: B008
-            ..., examples=[{"dataset": "/data/sft-dataset", "max_steps": 100}]
-        ),
+        body: Annotated[
+            SFTRunRequest,
+            Body(examples=[{"dataset": "/data/sft-dataset", "max_steps": 100}]),
+        ],
     ) -> RunStatus:
-        """Body: ``SFTRunConfig`` fields except ``run_dir`` (``dataset`` required)."""
-        if "run_dir" in body:
-            raise HTTPException(422, detail="run_dir is chosen by the service")
+        """Body: the run's knobs (``dataset`` required); the service chooses ``run_dir``."""
         run_id, run_dir = runs.new_run_dir("sft")
-        config = _validated(SFTRunConfig, {**body, "run_dir": run_dir})
+        config = SFTRunConfig.model_validate({**body.model_dump(), "run_dir": run_dir})
         try:
             dataset_files(Path(config.dataset))
         except DatasetFormatError as exc:
@@ -74,21 +65,28 @@ def runs_router(settings: TrainerSettings, runs: RunManager) -> APIRouter:
         responses={429: _TOO_MANY_RUNS},
     )
     async def start_grpo(
-        body: dict[str, Any] = Body(default_factory=dict, examples=[{"group_size": 8}]),  # noqa: B008
+        body: Annotated[
+            GRPORunRequest,
+            Body(default_factory=GRPORunRequest, examples=[{"group_size": 8}]),
+        ],
     ) -> RunStatus:
-        """Body: ``GRPOConfig`` fields except ``run_dir``; Redis, policy server and
-        ``num_processes`` default to the service's settings."""
-        if "run_dir" in body:
-            raise HTTPException(422, detail="run_dir is chosen by the service")
+        """Body: the run's knobs; the service chooses ``run_dir``, and Redis, the policy
+        server and ``num_processes`` left out (or null) are the service's settings."""
         run_id, run_dir = runs.new_run_dir("grpo")
-        values = {
-            "redis_url": settings.redis_url,
-            "policy_server_url": settings.policy_base_url,
-            "num_processes": settings.grpo_num_processes,
-            **body,
+        chosen = {
+            "redis_url": settings.redis_url if body.redis_url is None else body.redis_url,
+            "policy_server_url": (
+                settings.policy_base_url
+                if body.policy_server_url is None
+                else body.policy_server_url
+            ),
+            "num_processes": (
+                settings.grpo_num_processes if body.num_processes is None else body.num_processes
+            ),
             "run_dir": run_dir,
         }
-        return _start(runs, run_id, "grpo", _validated(GRPOConfig, values))
+        config = GRPOConfig.model_validate({**body.model_dump(), **chosen})
+        return _start(runs, run_id, "grpo", config)
 
     @router.get("/runs", summary="Every run")
     async def list_runs() -> list[RunStatus]:
