@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from astra.api_client import ApiClient, ApiError, service_url
+from astra.api_client import ApiClient
+from astra.cli_support import fail, with_client
 from astra.report import format_score, score_rows
 from astra.stats import RESAMPLES, SEED
+from astra_common.clients.rollout import RolloutClient
+from astra_proto.api.rollout import (
+    EpisodeLimits,
+    EvaluationRequest,
+    EvaluationStatus,
+    PolicyEndpoint,
+)
 
 console = Console()
-err_console = Console(stderr=True)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def run_evaluation(
-    client: ApiClient, body: dict[str, Any], poll_s: float = 1.0, show: bool = True
-) -> dict[str, Any]:
-    """Start an evaluation and follow it to its end; returns its final status."""
-    status: dict[str, Any] = client.post("/v1/evaluations", body).json()
+def _progress(show: bool) -> Progress:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -35,13 +41,42 @@ def run_evaluation(
         TextColumn("mean F1 {task.fields[reward]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, disable=not show) as progress:
+    return Progress(*columns, console=console, disable=not show)
+
+
+def _reward(mean: float | None) -> str:
+    return "-" if mean is None else f"{mean:.3f}"
+
+
+async def follow_evaluation(
+    rollout: RolloutClient, request: EvaluationRequest, *, poll_s: float = 1.0, show: bool = True
+) -> EvaluationStatus:
+    """Start an evaluation and follow it to its end (with a progress bar when ``show``);
+    returns its final status."""
+    status = await rollout.start_evaluation(request)
+    with _progress(show) as progress:
+        bar = progress.add_task(request.suite, total=status.total, reward="-")
+        while True:
+            mean = status.overall.mean_reward if status.overall is not None else None
+            progress.update(bar, completed=status.done, reward=_reward(mean))
+            if status.state.terminal:
+                return status
+            await asyncio.sleep(poll_s)
+            status = await rollout.evaluation_status(status.id)
+
+
+def run_evaluation(
+    client: ApiClient, body: dict[str, Any], poll_s: float = 1.0, show: bool = True
+) -> dict[str, Any]:
+    """Start an evaluation through a synchronous ``ApiClient`` (the loop's services) and follow
+    it to its end; returns its final status as JSON."""
+    status: dict[str, Any] = client.post("/v1/evaluations", body).json()
+    with _progress(show) as progress:
         bar = progress.add_task(f"{body['suite']}", total=status["total"], reward="-")
         while True:
             overall = status.get("overall") or {}
-            reward = overall.get("mean_reward")
             progress.update(
-                bar, completed=status["done"], reward="-" if reward is None else f"{reward:.3f}"
+                bar, completed=status["done"], reward=_reward(overall.get("mean_reward"))
             )
             if status["state"] in TERMINAL:
                 return status
@@ -49,7 +84,7 @@ def run_evaluation(
             status = client.get(f"/v1/evaluations/{status['id']}")
 
 
-def score_table(status: dict[str, Any]) -> Table:
+def score_table(status: Mapping[str, Any]) -> Table:
     """Scores per category and overall: n, mean F1 with its 95% bootstrap interval, success
     with Wilson's 95% interval (from the per-entry rows), turns and calls."""
     table = Table(
@@ -101,26 +136,37 @@ def evaluate(
     ),
 ) -> None:
     """Evaluate a policy on a suite: scores per category and per entry."""
-    body: dict[str, Any] = {"suite": suite, "limit": limit}
-    if category:
-        body["categories"] = category
-    if policy_url or model:
-        body["policy"] = {k: v for k, v in {"base_url": policy_url, "model": model}.items() if v}
-    if max_turns:
-        body["limits"] = {"max_turns": max_turns}
     try:
-        with ApiClient(service_url("rollout", rollout_url, state_dir), token) as client:
-            status = run_evaluation(client, body)
-    except ApiError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        request = EvaluationRequest(
+            suite=suite,
+            categories=category or None,
+            limit=limit,
+            policy=PolicyEndpoint(base_url=policy_url or None, model=model or None),
+            limits=EpisodeLimits(max_turns=max_turns) if max_turns else None,
+        )
+    except ValidationError as exc:
+        raise fail(_invalid(exc)) from None
+    final = with_client(
+        RolloutClient,
+        rollout_url,
+        state_dir,
+        lambda rollout: follow_evaluation(rollout, request),
+        token=token,
+    )
+    status = final.model_dump(mode="json")
     console.print(score_table(status))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(status, indent=2) + "\n")
         console.print(f"per-entry results in {out}")
-    if status["state"] != "succeeded":
-        err_console.print(
-            f"[bold red]error:[/] evaluation {status['state']}: {status.get('error')}"
-        )
-        raise typer.Exit(1)
+    if final.state != "succeeded":
+        raise fail(f"evaluation {final.state}: {final.error}")
+
+
+def _invalid(error: ValidationError) -> str:
+    """A rejected request's problems on one line (``field: message``, joined by ``; ``)."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        parts.append(f"{where}: {problem['msg']}" if where else str(problem["msg"]))
+    return "; ".join(parts)

@@ -14,7 +14,8 @@ from rollout_support import multi_turn_spec, stack
 
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import EnvironmentSpec, Episode, FinishReason, Trajectory
-from astra_rollout.agent import EpisodeLimits, run_episode
+from astra_proto.api.rollout import EpisodeLimits
+from astra_rollout.agent import run_episode
 
 pytestmark = pytest.mark.timeout(120)
 

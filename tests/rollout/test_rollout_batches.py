@@ -21,8 +21,8 @@ from astra.redis_server import free_port
 from astra_common.streams import StreamConsumer
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import POLICY_KEY, TRAJECTORY_STREAM, FinishReason, PolicyPointer, Trajectory
+from astra_proto.api.rollout import BatchStatus
 from astra_rollout.app import create_app
-from astra_rollout.batch_models import BatchStatus
 from astra_rollout.settings import RolloutSettings
 from astra_synth.app import create_app as create_synth
 from astra_synth.settings import SynthSettings

@@ -18,7 +18,7 @@ from astra_common.db import Database
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import EnvironmentSpec, Episode, RewardBreakdown
-from astra_rollout.batch_models import DistractorOptions as BatchDistractors
+from astra_proto.api.rollout import DistractorOptions as BatchDistractors
 from astra_rollout.distractors import (
     DistractorSettings,
     SimilarityBand,

@@ -24,9 +24,9 @@ import pytest
 import astra_rollout.policy_http
 from astra_common.library_guard import LibraryGuard
 from astra_proto import Message
+from astra_proto.api.rollout import PolicyEndpoint, SamplingParams
 from astra_rollout.app import create_app
-from astra_rollout.batch_models import PolicyEndpoint
-from astra_rollout.policy import PolicyClient, PolicyError, SamplingParams
+from astra_rollout.policy import PolicyClient, PolicyError
 from astra_rollout.policy_http import HTTPX_GUARD, ConnectionPool
 from astra_rollout.settings import RolloutSettings
 

@@ -12,7 +12,7 @@ from synth_support import private_redis
 
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import DistractorRef, EnvironmentSpec, Trajectory
-from astra_rollout.batch_models import BatchRequest, DistractorOptions, PolicyEndpoint
+from astra_proto.api.rollout import BatchRequest, DistractorOptions, PolicyEndpoint
 from astra_rollout.batches import BatchError, BatchRunner
 from astra_rollout.settings import RolloutSettings
 from astra_synth.procedural import generate_environments

@@ -27,8 +27,8 @@ from astra.redis_server import free_port
 from astra_common.streams import StreamConsumer
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import TRAJECTORY_STREAM, EnvironmentSpec, Provenance, Trajectory
+from astra_proto.api.rollout import BatchStatus
 from astra_rollout.app import create_app
-from astra_rollout.batch_models import BatchStatus
 from astra_rollout.run_store import unit_trajectory_id
 from astra_rollout.settings import RolloutSettings
 from astra_rollout.work_queue import WORK_GROUP, WORK_STREAM, WorkQueue

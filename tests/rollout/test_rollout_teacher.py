@@ -24,9 +24,9 @@ from synth_support import private_redis, silent_server, synth_service
 
 from astra.redis_server import free_port
 from astra_proto import Trajectory
+from astra_proto.api.rollout import TeacherRunRequest
 from astra_rollout.app import create_app
 from astra_rollout.settings import RolloutSettings
-from astra_rollout.teacher_models import TeacherRunRequest
 
 pytestmark = pytest.mark.integration
 

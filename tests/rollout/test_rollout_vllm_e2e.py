@@ -21,16 +21,23 @@ from astra_common.streams import StreamConsumer, StreamPublisher
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
 from astra_proto import TRAJECTORY_STREAM, EnvironmentSpec, StreamEnvelope, Trajectory
-from astra_rollout.agent import EpisodeLimits
-from astra_rollout.batch_models import BatchRequest, DistractorOptions, PolicyEndpoint
+from astra_proto.api.rollout import (
+    BatchRequest,
+    DistractorOptions,
+    EpisodeLimits,
+    PolicyEndpoint,
+    SamplingParams,
+    TeacherRunRequest,
+    TeacherServer,
+    TeacherTask,
+)
 from astra_rollout.batches import BatchRunner
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient
-from astra_rollout.policy import PolicyClient, SamplingParams
+from astra_rollout.policy import PolicyClient
 from astra_rollout.policy_server import PolicyServer, PolicyServerSettings
 from astra_rollout.settings import RolloutSettings
 from astra_rollout.teacher import TeacherRunner
-from astra_rollout.teacher_models import TeacherRunRequest, TeacherServer, TeacherTask
 from astra_synth.procedural import generate_environments
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

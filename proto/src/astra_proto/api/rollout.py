@@ -5,8 +5,7 @@
 - teacher runs (``/v1/teacher-runs``): ``TeacherRunRequest`` → ``TeacherRunStatus``, and the
   finished trajectories as ``TrajectoryPage``.
 
-Requests, batch statuses and trajectory pages forbid unknown fields; evaluation and
-teacher-run statuses (``RunStatus`` and what derives from it) ignore them.
+Every model forbids unknown fields (``ContractModel``), answers as well as requests.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ class EpisodeLimits(ContractModel):
     timeout_s: float = Field(default=600.0, gt=0, le=86_400, description="Wall clock, unscored.")
 
 
-class RunStatus(BaseModel):
+class RunStatus(ContractModel):
     """The fields every run's status has."""
 
     id: str
@@ -215,7 +214,7 @@ class EvaluationRequest(ContractModel):
         return self
 
 
-class EntryScore(BaseModel):
+class EntryScore(ContractModel):
     """One entry's result."""
 
     env_id: str
@@ -229,7 +228,7 @@ class EntryScore(BaseModel):
     trajectory_id: str
 
 
-class CategoryScore(BaseModel):
+class CategoryScore(ContractModel):
     """Aggregates of one category."""
 
     category: str

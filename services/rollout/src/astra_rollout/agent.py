@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from astra_proto import (
     DistractorRef,
     Episode,
@@ -31,8 +29,9 @@ from astra_proto import (
     ToolSpec,
     Trajectory,
 )
+from astra_proto.api.rollout import EpisodeLimits, SamplingParams
 from astra_rollout.envhost_client import EpisodeBackend, ToolOutcome, ToolSession
-from astra_rollout.policy import Completion, PolicyClient, SamplingParams
+from astra_rollout.policy import Completion, PolicyClient
 from astra_rollout.tokens import TokenLedger
 
 ORPHAN_WAIT_S = 30.0
@@ -54,18 +53,6 @@ class AgentTask(Protocol):
     def followup_turns(self) -> Sequence[str]: ...
 
     def tool_specs(self) -> list[ToolSpec]: ...
-
-
-class EpisodeLimits(BaseModel):
-    """When an episode stops if the policy has not given its final answer."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_turns: int = Field(default=32, ge=1, le=1024, description="Policy calls per episode.")
-    token_budget: int = Field(
-        default=16_384, ge=1, description="Tokens of the conversation (last prompt + completion)."
-    )
-    timeout_s: float = Field(default=600.0, gt=0, le=86_400, description="Wall clock, unscored.")
 
 
 @dataclass(slots=True)

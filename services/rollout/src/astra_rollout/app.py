@@ -23,8 +23,8 @@ from astra_proto import (
     StreamEnvelope,
     Trajectory,
 )
+from astra_proto.api.rollout import DistractorOptions, PolicyEndpoint
 from astra_rollout import __version__
-from astra_rollout.batch_models import DistractorOptions, PolicyEndpoint
 from astra_rollout.batches import BatchRunner, DistractorSelector
 from astra_rollout.distractors import ToolIndex
 from astra_rollout.envhost_client import EnvhostClient

@@ -1,5 +1,5 @@
-"""What every run (batch, evaluation, teacher run) shares: the fields of its status, and the
-hard deadline of its episodes.
+"""What every run (batch, evaluation, teacher run) shares: the hard deadline of its episodes
+(the fields of its status are ``astra_proto.api.rollout.RunStatus``).
 
 Runs are recorded in Redis (``run_store``) and their episodes are played as units of the shared
 work queue (``work_queue``). Every episode is bounded by a hard deadline (``within_deadline``),
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
-from pydantic import BaseModel
-
-from astra_proto import JobState, Trajectory
+from astra_proto import Trajectory
 
 
 def hard_deadline_s(timeout_s: float) -> float:
@@ -37,13 +34,3 @@ async def within_deadline(
             f"episode exceeded its hard deadline of {deadline_s:.0f} s (a tool server or the "
             "policy stopped answering)"
         )
-
-
-class RunStatus(BaseModel):
-    """The fields every run's status has."""
-
-    id: str
-    state: JobState
-    error: str | None = None
-    created_at: datetime
-    finished_at: datetime | None = None

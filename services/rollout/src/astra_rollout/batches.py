@@ -22,15 +22,16 @@ from typing import Any
 import httpx
 
 from astra_proto import DistractorRef, EnvironmentSpec, JobState, Trajectory
-from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
-from astra_rollout.batch_models import (
+from astra_proto.api.rollout import (
     BatchRequest,
     BatchStatus,
     BatchSummary,
     DistractorOptions,
     EpisodeFailure,
+    EpisodeLimits,
     PolicyEndpoint,
 )
+from astra_rollout.agent import failed_trajectory, run_episode
 from astra_rollout.envhost_client import EpisodeBackend
 from astra_rollout.policy import PolicyClient
 from astra_rollout.registry_client import EnvironmentSource

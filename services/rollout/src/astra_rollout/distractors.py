@@ -35,8 +35,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from astra_proto import DistractorRef, EnvironmentSpec, ToolSpec
+from astra_proto.api.rollout import RegistryQuery
 from astra_rollout.embeddings import DEFAULT_EMBEDDING_MODEL, ToolEmbedder, tool_text
-from astra_rollout.registry_client import EnvironmentSource, RegistryQuery
+from astra_rollout.registry_client import EnvironmentSource
 
 MAX_DISTRACTORS = 64
 """The most distractors an episode request may carry (``EpisodeRequest.distractors``)."""
@@ -103,7 +104,7 @@ class DistractorSettings(BaseModel):
 
 
 class BatchDistractorOptions(Protocol):
-    """The per-batch options of the rollout batch API (``batch_models.DistractorOptions``)."""
+    """The per-batch options of a batch request (``astra_proto.api.rollout.DistractorOptions``)."""
 
     @property
     def enabled(self) -> bool: ...

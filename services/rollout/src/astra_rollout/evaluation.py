@@ -20,28 +20,28 @@ import statistics
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
 from astra_proto import EnvironmentSpec, JobState, Trajectory
-from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
-from astra_rollout.background import RunStatus, hard_deadline_s, within_deadline
-from astra_rollout.batch_models import PolicyEndpoint
+from astra_proto.api.rollout import (
+    SUITES,
+    CategoryScore,
+    EntryScore,
+    EpisodeLimits,
+    EvaluationRequest,
+    EvaluationStatus,
+    PolicyEndpoint,
+    RegistryQuery,
+)
+from astra_rollout.agent import failed_trajectory, run_episode
+from astra_rollout.background import hard_deadline_s, within_deadline
 from astra_rollout.envhost_client import EpisodeBackend
-from astra_rollout.policy import PolicyClient, SamplingParams
-from astra_rollout.registry_client import EnvironmentSource, RegistryQuery
+from astra_rollout.policy import PolicyClient
+from astra_rollout.registry_client import EnvironmentSource
 from astra_rollout.run_policies import RunPolicies
 from astra_rollout.run_store import RunStore, UnitRecord, counter, lifecycle, unit_trajectory_id
 from astra_rollout.work_queue import WorkQueue, WorkUnit
-
-Suite = Literal["heldout-procedural", "bfcl-multi-turn"]
-
-SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "heldout-procedural": ("procedural", ("heldout_entities", "heldout_compositions")),
-    "bfcl-multi-turn": ("bfcl", ("base", "miss_func", "miss_param", "long_context")),
-}
-"""Each suite's registry source and its categories."""
 
 REGISTRY_SPLITS = {
     "base": "multi_turn_base",
@@ -51,71 +51,6 @@ REGISTRY_SPLITS = {
 }
 """The registry split of a category, where the two names differ (BFCL's categories are
 registered under their full names, as ``astra envs import bfcl`` writes them)."""
-
-
-class EvaluationRequest(BaseModel):
-    """Evaluate a policy on a suite: ``limit`` entries per category (the first ones in the
-    registry, so two runs see the same entries), greedy sampling unless told otherwise."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    suite: Suite
-    categories: list[str] | None = Field(default=None, min_length=1)
-    limit: int = Field(default=50, ge=1, le=10_000, description="Entries per category.")
-    policy: PolicyEndpoint = Field(default_factory=PolicyEndpoint)
-    sampling: SamplingParams = Field(
-        default_factory=lambda: SamplingParams(temperature=0.0, max_tokens=512)
-    )
-    limits: EpisodeLimits | None = None
-    system_prompt: str | None = Field(default=None, max_length=100_000)
-    label: str | None = Field(default=None, max_length=200, description="A name for reports.")
-
-    @model_validator(mode="after")
-    def _known_categories(self) -> Self:
-        known = SUITES[self.suite][1]
-        unknown = [c for c in self.categories or [] if c not in known]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown} for {self.suite}; known: {list(known)}")
-        return self
-
-
-class EntryScore(BaseModel):
-    """One entry's result."""
-
-    env_id: str
-    category: str
-    reward: float = Field(description="F1 reward (0 for a failed episode).")
-    success: bool
-    turns: int
-    tool_calls: int
-    finish_reason: str
-    failure_reason: str | None = None
-    trajectory_id: str
-
-
-class CategoryScore(BaseModel):
-    """Aggregates of one category."""
-
-    category: str
-    entries: int
-    failed: int
-    mean_reward: float | None
-    success_rate: float | None
-    mean_turns: float | None
-    mean_tool_calls: float | None
-
-
-class EvaluationStatus(RunStatus):
-    """Progress and results of an evaluation."""
-
-    suite: Suite
-    label: str | None = None
-    model: str
-    total: int
-    done: int = 0
-    categories: list[CategoryScore] = Field(default_factory=list)
-    overall: CategoryScore | None = None
-    entries: list[EntryScore] = Field(default_factory=list)
 
 
 class EvaluationError(Exception):

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from astra_common.retry import (
     HttpRetriesExhausted,
@@ -34,6 +33,7 @@ from astra_common.retry import (
     retry_http,
 )
 from astra_proto import FunctionCall, Message, ToolCall, ToolSpec
+from astra_proto.api.rollout import SamplingParams
 from astra_rollout.policy_http import ConnectionPool, RawResponse, bypasses_nothing, encode_json
 from astra_rollout.tool_call_text import has_tool_call_text, parse_tool_call_text
 
@@ -42,18 +42,6 @@ INVALID_CALL_NAME = "invalid_tool_call"
 
 NONFINITE_LOGPROB = -9999.0
 """Stands in for a logprob the server reported as -inf or NaN (JSON cannot carry them)."""
-
-
-class SamplingParams(BaseModel):
-    """Sampling parameters sent with every chat-completion request of an episode."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(default=512, ge=1, le=131_072, description="Per completion.")
-    stop: list[str] | None = Field(default=None, max_length=8)
-    seed: int | None = Field(default=None, description="Sampling seed, where the server has one.")
 
 
 class PolicyError(Exception):

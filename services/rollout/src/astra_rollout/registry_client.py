@@ -5,30 +5,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
-from astra_common.query_bounds import DbCount
-from astra_proto import EnvironmentSpec, ScenarioType
+from astra_proto import EnvironmentSpec
+from astra_proto.api.rollout import RegistryQuery
 
 PAGE = 500
 """Page size of registry listings (the synth API's maximum)."""
-
-
-class RegistryQuery(BaseModel):
-    """Filters of ``GET /v1/environments`` (every given one must match) and how many to take."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: str | None = None
-    source: str | None = None
-    domain: str | None = None
-    scenario_type: ScenarioType | None = None
-    split: str | None = None
-    job_id: str | None = None
-    min_hops: DbCount | None = None
-    max_hops: DbCount | None = None
-    limit: int = Field(default=100, ge=1, le=100_000, description="Environments to take.")
-    offset: DbCount = 0
 
 
 class RegistryError(Exception):

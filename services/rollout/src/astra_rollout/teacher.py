@@ -31,17 +31,13 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
 
+from astra_common.clients.synth import SynthClient
 from astra_proto import Episode, EpisodeRequest, JobState, RewardBreakdown, ToolSpec, Trajectory
-from astra_rollout.agent import EpisodeLimits, failed_trajectory, run_episode
-from astra_rollout.background import hard_deadline_s, within_deadline
-from astra_rollout.batch_models import PolicyEndpoint
-from astra_rollout.envhost_client import McpToolSession, ToolSession
-from astra_rollout.policy import PolicyClient, SamplingParams
-from astra_rollout.run_policies import RunPolicies
-from astra_rollout.run_store import RunStore, UnitRecord, counter, lifecycle, unit_trajectory_id
-from astra_rollout.teacher_emulator import EmulatedSession
-from astra_rollout.teacher_models import (
+from astra_proto.api.rollout import (
     EmulatorOptions,
+    EpisodeLimits,
+    PolicyEndpoint,
+    SamplingParams,
     TaskFailure,
     TeacherRunRequest,
     TeacherRunStatus,
@@ -49,9 +45,18 @@ from astra_rollout.teacher_models import (
     TeacherTask,
     TrajectoryPage,
 )
+from astra_rollout.agent import failed_trajectory, run_episode
+from astra_rollout.background import hard_deadline_s, within_deadline
+from astra_rollout.envhost_client import McpToolSession, ToolSession
+from astra_rollout.policy import PolicyClient
+from astra_rollout.run_policies import RunPolicies
+from astra_rollout.run_store import RunStore, UnitRecord, counter, lifecycle, unit_trajectory_id
+from astra_rollout.teacher_emulator import EmulatedSession
 from astra_rollout.work_queue import WorkQueue, WorkUnit
 
 RECENT_FAILURES = 20
+EMULATOR_TIMEOUT_S = 60.0
+"""How long one call of synth's tool emulator (an LLM call) may take."""
 MCP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 
 
@@ -83,9 +88,7 @@ class ServerEpisodes:
     """The ``EpisodeBackend`` of one teacher trajectory on one server (no verifier)."""
 
     play: PlayTask
-    http: httpx.AsyncClient
-    emulator_url: str
-    emulator_headers: dict[str, str]
+    synth: SynthClient
     mcp_headers: dict[str, str]
     options: EmulatorOptions
     seed: int
@@ -110,9 +113,7 @@ class ServerEpisodes:
         server = self.play.server
         if server.url is None:
             self.emulated = EmulatedSession(
-                http=self.http,
-                url=self.emulator_url,
-                headers=self.emulator_headers,
+                synth=self.synth,
                 server=server,
                 options=self.options,
                 seed=self.seed,
@@ -183,9 +184,7 @@ class TeacherRunner:
         self._http = http
         self._policy_factory = policy_factory
         self._emulator_url = emulator_url.rstrip("/")
-        self._emulator_headers = (
-            {"Authorization": f"Bearer {emulator_token}"} if emulator_token else {}
-        )
+        self._emulator_token = emulator_token
         self._mcp_headers = mcp_headers
         self._policies = RunPolicies()
         # ``concurrency`` of a run bounds its trajectories in flight on each replica.
@@ -300,9 +299,13 @@ class TeacherRunner:
         seed = plan.emulator.seed + unit.index
         backend = ServerEpisodes(
             play=play,
-            http=self._http,
-            emulator_url=plan.emulator_url,
-            emulator_headers=self._emulator_headers,
+            # Over the shared HTTP client, which stays open: nothing of this one to close.
+            synth=SynthClient(
+                plan.emulator_url,
+                token=self._emulator_token,
+                timeout_s=EMULATOR_TIMEOUT_S,
+                http=self._http,
+            ),
             mcp_headers=self._mcp_headers(item.server.url or ""),
             options=plan.emulator,
             seed=seed,

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from astra_rollout.batch_models import BatchRequest, BatchStatus
+from astra_proto.api.rollout import BatchRequest, BatchStatus
 from astra_rollout.batches import BatchError, BatchNotFound, BatchRunner
 
 

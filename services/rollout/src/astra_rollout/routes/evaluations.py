@@ -7,12 +7,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, HTTPException
 
 from astra_proto import Trajectory
-from astra_rollout.evaluation import (
-    EvaluationError,
-    EvaluationRequest,
-    EvaluationRunner,
-    EvaluationStatus,
-)
+from astra_proto.api.rollout import EvaluationRequest, EvaluationStatus
+from astra_rollout.evaluation import EvaluationError, EvaluationRunner
 
 
 def evaluations_router(runner: EvaluationRunner, auth: Callable[..., Awaitable[None]]) -> APIRouter:

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from astra_proto.api.rollout import TeacherRunRequest, TeacherRunStatus, TrajectoryPage
 from astra_rollout.batches import BatchError
 from astra_rollout.teacher import TeacherRunner
-from astra_rollout.teacher_models import TeacherRunRequest, TeacherRunStatus, TrajectoryPage
 
 MAX_PAGE = 200
 

@@ -21,9 +21,21 @@ import time
 from collections import Counter
 from typing import Any
 
-import httpx
+from pydantic import ValidationError
 
+from astra_common.clients import ServiceError, ServiceUnreachable
+from astra_common.clients.rollout import RolloutClient
 from astra_proto import FinishReason, JobState, StageProgress, Trajectory
+from astra_proto.api.rollout import (
+    EmulatorOptions,
+    EpisodeLimits,
+    PolicyEndpoint,
+    SamplingParams,
+    TeacherRunRequest,
+    TeacherRunStatus,
+    TeacherServer,
+    TeacherTask,
+)
 from astra_proto.api.synth import TaskJobRequest, Toolset, TrajectoryJobRequest
 from astra_synth.jobs.lifecycle import RunningJob, run_job
 from astra_synth.jobs.progress import JobCancelled
@@ -39,9 +51,20 @@ from astra_synth.trajectories.user_tasks import synthesize_tasks
 TASK_STAGES = ["proposals", "graph", "chains", "tasks"]
 TRAJECTORY_STAGES = [*TASK_STAGES, "trajectories", "judged", "exported"]
 PAGE = 200
-ROLLOUT_TIMEOUT = httpx.Timeout(60.0)
+ROLLOUT_TIMEOUT_S = 60.0
+"""How long one request to the rollout service may take."""
 ROLLOUT_OUTAGE_S = 60.0
 """How long a job keeps polling a rollout service that does not answer before it fails."""
+TEACHER_NOTES = {
+    "done",
+    "failed",
+    "finish_reasons",
+    "tool_calls",
+    "emulated_calls",
+    "injected_failures",
+    "recent_failures",
+}
+"""The fields of the teacher run's status that the job's notes show."""
 
 log = logging.getLogger(__name__)
 
@@ -236,45 +259,53 @@ def _last_reply(trajectory: Trajectory) -> str | None:
     return None
 
 
-def teacher_run_body(
+def teacher_run_request(
     request: TrajectoryJobRequest, toolset: Toolset, tasks: list[SynthTask], label: str
-) -> dict[str, Any]:
-    """The rollout service's teacher-run request for ``tasks`` on ``toolset``'s servers."""
+) -> TeacherRunRequest:
+    """The rollout service's teacher-run request for ``tasks`` on ``toolset``'s servers;
+    ``RolloutError`` when they do not fit one (a name or text over its limit)."""
     used = {task.server for task in tasks}
-    servers = [
-        {
-            "name": server.name,
-            "description": server.description,
-            "url": server.url,
-            "tools": [tool.model_dump(mode="json") for tool in server.tools],
-        }
-        for server in toolset.servers
-        if server.name in used
-    ]
-    return {
-        "tasks": [{"id": t.id, "question": t.question, "server": t.server} for t in tasks],
-        "servers": servers,
-        "policy": {"base_url": request.teacher.base_url, "model": request.teacher.model},
-        "sampling": {
-            "temperature": request.teacher.temperature,
-            "max_tokens": request.teacher.max_tokens,
-        },
-        "limits": {
-            "max_turns": request.max_llm_calls,
-            "timeout_s": request.time_limit_s,
-            "token_budget": request.token_budget,
-        },
-        "emulator": {
-            "failure_rate": request.emulator_failure_rate,
-            "seed": request.seed,
-            "llm_base_url": request.llm_base_url,
-            "llm_model": request.llm_model,
-        },
-        "system_prompt": request.system_prompt,
-        "token_ids": request.teacher.token_ids,
-        "concurrency": request.concurrency,
-        "label": label,
-    }
+    try:
+        return TeacherRunRequest(
+            tasks=[TeacherTask(id=t.id, question=t.question, server=t.server) for t in tasks],
+            servers=[
+                TeacherServer(
+                    name=server.name,
+                    description=server.description,
+                    url=server.url,
+                    tools=list(server.tools),
+                )
+                for server in toolset.servers
+                if server.name in used
+            ],
+            policy=PolicyEndpoint(base_url=request.teacher.base_url, model=request.teacher.model),
+            sampling=SamplingParams(
+                temperature=request.teacher.temperature, max_tokens=request.teacher.max_tokens
+            ),
+            limits=EpisodeLimits(
+                max_turns=request.max_llm_calls,
+                timeout_s=request.time_limit_s,
+                token_budget=request.token_budget,
+            ),
+            emulator=EmulatorOptions(
+                failure_rate=request.emulator_failure_rate,
+                seed=request.seed,
+                llm_base_url=request.llm_base_url,
+                llm_model=request.llm_model,
+            ),
+            system_prompt=request.system_prompt,
+            token_ids=request.teacher.token_ids,
+            concurrency=request.concurrency,
+            label=label,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RolloutError(
+            f"the tasks do not make a valid teacher run: {where}: {first['msg']}"
+            if where
+            else f"the tasks do not make a valid teacher run: {first['msg']}"
+        ) from None
 
 
 async def _play(
@@ -283,95 +314,74 @@ async def _play(
     """Have the rollout service play ``tasks`` with the teacher; the finished trajectories."""
     settings = job.settings
     token = settings.rollout_token.get_secret_value() if settings.rollout_token else None
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    stage = job.progress.stages["trajectories"]
-    stage.total = len(tasks)
-    async with httpx.AsyncClient(
-        base_url=settings.rollout_url, headers=headers, timeout=ROLLOUT_TIMEOUT
-    ) as http:
-        body = teacher_run_body(request, toolset, tasks, label=job.job.id)
-        response = await _call(http, "POST", "/v1/teacher-runs", json=body)
-        if response.status_code != 201:
-            raise RolloutError(_refusal("starting the teacher run", response))
-        run_id = response.json()["id"]
+    job.progress.stages["trajectories"].total = len(tasks)
+    run_request = teacher_run_request(request, toolset, tasks, label=job.job.id)
+    async with RolloutClient(
+        settings.rollout_url, token=token, timeout_s=ROLLOUT_TIMEOUT_S
+    ) as rollout:
+        try:
+            run_id = (await rollout.start_teacher_run(run_request)).id
+        except ServiceError as exc:
+            raise RolloutError(_refusal("starting the teacher run", exc)) from None
         job.progress.notes["teacher_run"] = run_id
         try:
-            unreachable_since: float | None = None
-            while True:
-                try:
-                    response = await _call(http, "GET", f"/v1/teacher-runs/{run_id}")
-                except RolloutError as exc:  # restarting, or a network fault: wait, bounded
-                    unreachable_since = unreachable_since or time.monotonic()
-                    if time.monotonic() - unreachable_since > ROLLOUT_OUTAGE_S:
-                        raise RolloutError(
-                            f"{exc} (for over {ROLLOUT_OUTAGE_S:.0f} s, while waiting for "
-                            f"teacher run {run_id})"
-                        ) from None
-                    log.warning("job %s: %s; polling again", job.job.id, exc)
-                    await job.progress.flush()
-                    await asyncio.sleep(job.progress.interval_s)
-                    continue
-                unreachable_since = None
-                if response.status_code == 404:
-                    raise RolloutError(
-                        f"the rollout service at {http.base_url} no longer knows teacher run "
-                        f"{run_id}: it was restarted, and a restarted rollout service forgets its "
-                        "runs (they live in its memory); start the job again"
-                    )
-                if response.status_code != 200:
-                    raise RolloutError(_refusal(f"reading teacher run {run_id}", response))
-                status = response.json()
-                stage.done = status["done"] - status["failed"]
-                stage.rejected = {"failed": status["failed"]} if status["failed"] else {}
-                job.progress.notes["teacher"] = {
-                    key: status[key]
-                    for key in (
-                        "done",
-                        "failed",
-                        "finish_reasons",
-                        "tool_calls",
-                        "emulated_calls",
-                        "injected_failures",
-                        "recent_failures",
-                    )
-                }
-                await job.progress.flush()
-                if status["state"] in ("succeeded", "failed", "cancelled"):
-                    break
-                await asyncio.sleep(job.progress.interval_s)
+            status = await _follow(job, rollout, run_id)
         except (JobCancelled, asyncio.CancelledError):
-            with contextlib.suppress(RolloutError):
-                await _call(http, "POST", f"/v1/teacher-runs/{run_id}/cancel")
+            with contextlib.suppress(ServiceError):
+                await rollout.cancel_teacher_run(run_id)
             raise
-        if status["state"] != "succeeded":
-            raise RolloutError(f"teacher run {run_id} ended {status['state']}: {status['error']}")
+        if status.state != JobState.SUCCEEDED:
+            raise RolloutError(f"teacher run {run_id} ended {status.state}: {status.error}")
         trajectories: list[Trajectory] = []
         offset: int | None = 0
         while offset is not None:
-            response = await _call(
-                http,
-                "GET",
-                f"/v1/teacher-runs/{run_id}/trajectories",
-                params={"offset": offset, "limit": PAGE},
-            )
-            if response.status_code != 200:
-                raise RolloutError(_refusal(f"reading teacher run {run_id}", response))
-            page = response.json()
-            trajectories += [Trajectory.model_validate(t) for t in page["items"]]
-            offset = page["next_offset"]
+            try:
+                page = await rollout.teacher_run_trajectories(run_id, offset=offset, limit=PAGE)
+            except ServiceError as exc:
+                raise RolloutError(_refusal(f"reading teacher run {run_id}", exc)) from None
+            trajectories += page.items
+            offset = page.next_offset
         return trajectories
 
 
-async def _call(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    try:
-        return await http.request(method, url, **kwargs)
-    except httpx.TransportError as exc:
-        raise RolloutError(f"the rollout service at {http.base_url} is unreachable: {exc}") from exc
+async def _follow(job: RunningJob, rollout: RolloutClient, run_id: str) -> TeacherRunStatus:
+    """Poll the teacher run into the job's progress until it ends; its last status."""
+    stage = job.progress.stages["trajectories"]
+    unreachable_since: float | None = None
+    while True:
+        try:
+            status = await rollout.teacher_run_status(run_id)
+        except ServiceUnreachable as exc:  # restarting, or a network fault: wait, bounded
+            unreachable_since = unreachable_since or time.monotonic()
+            if time.monotonic() - unreachable_since > ROLLOUT_OUTAGE_S:
+                raise RolloutError(
+                    f"{exc} (for over {ROLLOUT_OUTAGE_S:.0f} s, while waiting for "
+                    f"teacher run {run_id})"
+                ) from None
+            log.warning("job %s: %s; polling again", job.job.id, exc)
+            await job.progress.flush()
+            await asyncio.sleep(job.progress.interval_s)
+            continue
+        except ServiceError as exc:
+            if exc.status == 404:
+                raise RolloutError(
+                    f"the rollout service at {rollout.base_url} no longer knows teacher run "
+                    f"{run_id}: it was restarted, and a restarted rollout service forgets its "
+                    "runs (they live in its memory); start the job again"
+                ) from None
+            raise RolloutError(_refusal(f"reading teacher run {run_id}", exc)) from None
+        unreachable_since = None
+        stage.done = status.done - status.failed
+        stage.rejected = {"failed": status.failed} if status.failed else {}
+        job.progress.notes["teacher"] = status.model_dump(mode="json", include=TEACHER_NOTES)
+        await job.progress.flush()
+        if status.state.terminal:
+            return status
+        await asyncio.sleep(job.progress.interval_s)
 
 
-def _refusal(action: str, response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    return f"rollout refused {action} (HTTP {response.status_code}): {str(detail)[:1000]}"
+def _refusal(action: str, error: ServiceError) -> str:
+    """One line on a failed request: the service's answer, or why there was none."""
+    if error.status == 0 or not error.detail:
+        return str(error)
+    return f"rollout refused {action} (HTTP {error.status}): {error.detail}"
