@@ -14,6 +14,7 @@ from http_support import running
 from mcp import Client
 
 from astra.redis_server import free_port
+from astra_common.clients.synth import SynthClient
 from astra_common.db import Database
 from astra_envhost.app import create_app as create_envhost
 from astra_envhost.settings import EnvhostSettings
@@ -196,13 +197,13 @@ async def test_index_from_the_synth_registry(
     settings = SynthSettings(database_url=database_url, redis_url=redis_url, port=free_port())
     async with (
         running(create_synth(settings), settings.port) as url,
-        httpx.AsyncClient(timeout=30.0) as http,
+        SynthClient(url) as synth,
     ):
         fresh = ToolIndex(embedder)
-        added = await fresh.update_from(SynthRegistry(url, http))
+        added = await fresh.update_from(SynthRegistry(synth))
         assert added == sum(len(env.tools) for env in ENVS[:10])
         assert fresh.environments == 10
-        assert await fresh.update_from(SynthRegistry(url, http)) == 0  # nothing new
+        assert await fresh.update_from(SynthRegistry(synth)) == 0  # nothing new
 
 
 @pytest.mark.integration

@@ -12,6 +12,7 @@ import httpx2
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from astra_common.clients.synth import SynthClient
 from astra_common.health import redis_check
 from astra_common.policy_pointer import read_policy_pointer
 from astra_common.service import bearer_auth, create_service_app
@@ -107,7 +108,8 @@ def create_app(settings: RolloutSettings, distractors: DistractorSelector | None
         pointer = await read_policy_pointer(redis_client)
         return pointer.version if pointer is not None else 0
 
-    registry = SynthRegistry(settings.synth_url, http)
+    # Registry reads over the shared client (which the lifespan closes), its 60 s timeout.
+    registry = SynthRegistry(SynthClient(settings.synth_url, timeout_s=60.0, http=http))
     episodes = EnvhostClient(
         settings.envhost_url, http=http, mcp_http=mcp_http, token=settings.envhost_token
     )

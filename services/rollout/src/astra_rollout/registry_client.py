@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
-
+from astra_common.clients import ServiceError, ServiceUnreachable
+from astra_common.clients.synth import SynthClient
 from astra_proto import EnvironmentSpec
 from astra_proto.api.rollout import RegistryQuery
-
-PAGE = 500
-"""Page size of registry listings (the synth API's maximum)."""
+from astra_proto.api.synth import EnvironmentQuery
 
 
 class RegistryError(Exception):
@@ -34,56 +32,41 @@ class EnvironmentSource(Protocol):
 
 
 class SynthRegistry:
-    """``EnvironmentSource`` over the synth API at ``base_url``; specs cached (immutable)."""
+    """``EnvironmentSource`` over the synth API's registry, through ``synth``; specs cached
+    (they are immutable)."""
 
-    def __init__(self, base_url: str, http: httpx.AsyncClient) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = http
+    def __init__(self, synth: SynthClient) -> None:
+        self._synth = synth
         self._specs: dict[str, EnvironmentSpec] = {}
 
     async def get(self, env_id: str) -> EnvironmentSpec:
         cached = self._specs.get(env_id)
         if cached is not None:
             return cached
-        response = await self._get(f"/v1/environments/{env_id}")
-        if response.status_code != 200:
-            raise _error(f"reading environment {env_id!r}", response)
-        spec = EnvironmentSpec.model_validate(response.json())
+        try:
+            spec = await self._synth.get_environment(env_id)
+        except ServiceError as exc:
+            raise self._error(f"reading environment {env_id!r}", exc) from None
         self._specs[env_id] = spec
         return spec
 
     async def query(self, query: RegistryQuery) -> list[str]:
-        filters = query.model_dump(mode="json", exclude_none=True, exclude={"limit", "offset"})
-        ids: list[str] = []
-        offset = query.offset
-        while len(ids) < query.limit:
-            page = min(PAGE, query.limit - len(ids))
-            params: dict[str, Any] = {**filters, "limit": page, "offset": offset}
-            response = await self._get("/v1/environments", params=params)
-            if response.status_code != 200:
-                raise _error("querying environments", response)
-            items = response.json().get("items", [])
-            ids.extend(str(item["id"]) for item in items)
-            if len(items) < page:
-                break
-            offset += len(items)
-        return ids
-
-    async def _get(self, path: str, **kwargs: Any) -> httpx.Response:
+        filters = EnvironmentQuery.model_validate(query.model_dump(exclude={"limit", "offset"}))
         try:
-            return await self._http.get(self.base_url + path, **kwargs)
-        except httpx.TransportError as exc:
-            raise RegistryError(
-                f"environment registry unreachable at {self.base_url}: {type(exc).__name__}: {exc}"
-            ) from exc
+            return await self._synth.environment_ids(
+                filters, limit=query.limit, offset=query.offset
+            )
+        except ServiceError as exc:
+            raise self._error("querying environments", exc) from None
 
-
-def _error(action: str, response: httpx.Response) -> RegistryError:
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    return RegistryError(
-        f"registry refused {action} (HTTP {response.status_code}): {str(detail)[:300]}",
-        status=response.status_code,
-    )
+    def _error(self, action: str, error: ServiceError) -> RegistryError:
+        if isinstance(error, ServiceUnreachable):
+            return RegistryError(
+                f"environment registry unreachable at {self._synth.base_url}: {error}"
+            )
+        if not error.detail:  # an answer that is not what the route promises
+            return RegistryError(f"registry failed {action}: {error}", status=error.status)
+        return RegistryError(
+            f"registry refused {action} (HTTP {error.status}): {error.detail[:300]}",
+            status=error.status,
+        )
