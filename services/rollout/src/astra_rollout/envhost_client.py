@@ -1,8 +1,9 @@
 """envhost as the rollout sees it: episodes over REST, tools over MCP.
 
 ``EpisodeBackend`` and ``ToolSession`` are the two interfaces the agent loop drives;
-``EnvhostClient`` implements them against a real envhost. The REST calls of an episode go to
-the replica that holds it (the one its ``mcp_url`` names). MCP uses the SDK's client on one
+``EnvhostClient`` implements them against a real envhost: its REST calls go through the typed
+envhost client (``astra_common.clients.envhost``), an episode's to the replica that holds it
+(the one its ``mcp_url`` names). MCP uses the SDK's client on one
 shared HTTP client with the protocol pinned to the sessionless 2026-07-28 revision, so opening
 an episode's tool session costs no handshake round trip.
 """
@@ -20,6 +21,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from astra_common.clients import ServiceError, ServiceUnreachable
+from astra_common.clients.envhost import EnvhostAtCapacity
+from astra_common.clients.envhost import EnvhostClient as EnvhostRest
 from astra_common.mcp_text import tool_result_text
 from astra_common.retry import HttpRetriesExhausted, HttpRetryPolicy, RetryableReply, retry_http
 from astra_proto import Episode, EpisodeRequest, RewardBreakdown, ScoreRequest, ToolSpec
@@ -32,6 +36,9 @@ CREATE_RETRIES = 5
 
 CREATE_MAX_WAIT_S = 8.0
 """Default longest wait between those tries (envhost's ``Retry-After`` is honoured up to it)."""
+
+DEFAULT_TIMEOUT_S = 60.0
+"""Timeout of a REST call when the shared HTTP client has no read timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +136,8 @@ class McpToolSession:
 
 
 class EnvhostClient:
-    """``EpisodeBackend`` against envhost at ``base_url`` (REST) and its episodes' MCP URLs."""
+    """``EpisodeBackend`` against envhost at ``base_url`` (REST, through the typed envhost
+    client of each replica) and its episodes' MCP URLs."""
 
     def __init__(
         self,
@@ -144,33 +152,42 @@ class EnvhostClient:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._mcp_http = mcp_http
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
+        self._replicas: dict[str, EnvhostRest] = {}
         self._create_retry = HttpRetryPolicy(
             retries=CREATE_RETRIES - 1,
             backoff_s=create_backoff_s,
             max_backoff_s=create_max_wait_s,
         )
 
+    def _rest(self, replica: str) -> EnvhostRest:
+        """The REST client of the replica at ``replica``, on the shared HTTP client (whose
+        read timeout it keeps)."""
+        client = self._replicas.get(replica)
+        if client is None:
+            timeout_s = self._http.timeout.read or DEFAULT_TIMEOUT_S
+            client = EnvhostRest(replica, token=self._token, http=self._http, timeout_s=timeout_s)
+            self._replicas[replica] = client
+        return client
+
     async def create_episode(self, request: EpisodeRequest) -> Episode:
         """POST /v1/episodes; retries 503 (at capacity: nothing was created) by the shared HTTP
         retry policy, honouring envhost's ``Retry-After``; raises ``EnvhostError`` on anything
         else, and when envhost stays at capacity. A lost connection is not retried: envhost
         may have created the episode."""
-        url = f"{self.base_url}/v1/episodes"
+        rest = self._rest(self.base_url)
 
         async def post() -> Episode:
-            response = await self._request("POST", url, json=request.model_dump(mode="json"))
-            if response.status_code == 201:
-                return Episode.model_validate(response.json())
-            error = _error("creating an episode", response)
-            if response.status_code == 503:
-                raise RetryableReply(str(error), response)
-            raise error
+            try:
+                return await rest.create_episode(request)
+            except EnvhostAtCapacity as exc:
+                raise RetryableReply(str(_error("creating an episode", exc)), exc.reply) from None
+            except ServiceError as exc:
+                raise _error("creating an episode", exc) from None
 
+        what = f"creating an episode at {self.base_url}/v1/episodes"
         try:
-            attempted = await retry_http(
-                post, policy=self._create_retry, what=f"creating an episode at {url}"
-            )
+            attempted = await retry_http(post, policy=self._create_retry, what=what)
         except HttpRetriesExhausted as exc:
             raise EnvhostError(str(exc.last_error), status=503) from None
         return attempted.value
@@ -184,40 +201,32 @@ class EnvhostClient:
             yield McpToolSession(client)
 
     async def advance_turn(self, episode: Episode) -> int:
-        url = f"{replica_url(episode)}/v1/episodes/{episode.id}/turns"
-        response = await self._request("POST", url)
-        if response.status_code != 200:
-            raise _error("advancing the turn", response)
-        return int(response.json()["turn"])
+        try:
+            moved = await self._rest(replica_url(episode)).advance_turn(episode.id)
+        except ServiceError as exc:
+            raise _error("advancing the turn", exc) from None
+        return moved.turn
 
     async def score(self, episode: Episode, final_answer: str | None) -> RewardBreakdown:
-        url = f"{replica_url(episode)}/v1/episodes/{episode.id}/score"
         body = ScoreRequest(final_answer=final_answer[:100_000] if final_answer else None)
-        response = await self._request("POST", url, json=body.model_dump(mode="json"))
-        if response.status_code != 200:
-            raise _error("scoring", response)
-        return RewardBreakdown.model_validate(response.json())
+        try:
+            return await self._rest(replica_url(episode)).score_episode(episode.id, body)
+        except ServiceError as exc:
+            raise _error("scoring", exc) from None
 
     async def close_episode(self, episode: Episode) -> None:
-        url = f"{replica_url(episode)}/v1/episodes/{episode.id}"
-        response = await self._request("DELETE", url)
-        if response.status_code not in (204, 404):
-            raise _error("closing the episode", response)
-
-    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self._http.request(method, url, headers=self._headers, **kwargs)
-        except httpx.TransportError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            raise EnvhostError(f"envhost unreachable at {url}: {reason}") from exc
+            await self._rest(replica_url(episode)).close_episode(episode.id)
+        except ServiceError as exc:
+            if exc.status != 404:  # already gone: closed
+                raise _error("closing the episode", exc) from None
 
 
-def _error(action: str, response: httpx.Response) -> EnvhostError:
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
+def _error(action: str, error: ServiceError) -> EnvhostError:
+    """``error`` as the rollout reports it: envhost's refusal with its status and reason, or
+    the client's own line (unreachable, an answer that is no valid body)."""
+    if isinstance(error, ServiceUnreachable) or not error.detail:
+        return EnvhostError(str(error), status=error.status)
     return EnvhostError(
-        f"envhost refused {action} (HTTP {response.status_code}): {str(detail)[:500]}",
-        status=response.status_code,
+        f"envhost refused {action} (HTTP {error.status}): {error.detail}", status=error.status
     )

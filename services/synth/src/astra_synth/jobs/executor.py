@@ -12,16 +12,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
-from pydantic import BaseModel
-
+from astra_common.clients import ServiceError
+from astra_common.clients.envhost import EnvhostClient
 from astra_proto import EnvironmentSpec, ReferenceCall, SyntheticTool
 from astra_proto.execution import (
     MAX_EXECUTION_CALLS,
     CallOutcome,
     ExecutionCall,
     ExecutionRequest,
-    ExecutionResult,
 )
 from astra_synth.llm_pipeline.executor import ExecutorUnavailable
 from astra_synth.settings import SynthSettings
@@ -38,15 +36,14 @@ class BfclSelectionRefused(ValueError):
 
 
 class EnvironmentExecutor:
-    """An HTTP client of envhost's execution and BFCL endpoints; use it as an async context
-    manager."""
+    """synth's use of envhost's execution and BFCL endpoints, through the typed envhost
+    client; use it as an async context manager."""
 
     def __init__(
         self, envhost_url: str, *, token: str | None = None, timeout_s: float = 120.0
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.envhost_url = envhost_url.rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.envhost_url, headers=headers, timeout=timeout_s)
+        self.envhost = EnvhostClient(self.envhost_url, token=token, timeout_s=timeout_s)
 
     @classmethod
     def from_settings(cls, settings: SynthSettings) -> EnvironmentExecutor:
@@ -63,7 +60,7 @@ class EnvironmentExecutor:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.http.aclose()
+        await self.envhost.aclose()
 
     async def run(
         self, tools: Sequence[SyntheticTool], calls: Sequence[tuple[str, dict[str, Any]]]
@@ -81,7 +78,7 @@ class EnvironmentExecutor:
                 tools=list(tools),
                 calls=[ExecutionCall(tool_name=name, arguments=args) for name, args in chunk],
             )
-            outcomes.extend(await self._post(request))
+            outcomes.extend(await self._execute(request))
         return outcomes
 
     async def replay(
@@ -100,63 +97,22 @@ class EnvironmentExecutor:
         """The BFCL v3 multi-turn specs envhost builds for the selection, in BFCL's order.
         ``BfclSelectionRefused`` for an unknown category or entry id;
         ``ExecutionUnavailable`` when envhost cannot be used at all."""
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            ("category", name) for name in categories or []
-        ]
-        params += [("entry", entry_id) for entry_id in entries or []]
-        if limit is not None:
-            params.append(("limit", limit))
-        specs: list[EnvironmentSpec] = []
-        while True:  # page by page: the whole benchmark is ~16 MB of specs
-            page = await self._bfcl_page([*params, ("offset", len(specs))])
-            specs += page.items
-            if not page.items or len(specs) >= page.total:
-                return specs
-
-    async def _bfcl_page(
-        self, params: list[tuple[str, str | int | float | bool | None]]
-    ) -> _BfclPage:
         try:
-            response = await self.http.get("/v1/bfcl/environments", params=params)
-        except httpx.HTTPError as exc:
-            raise ExecutionUnavailable(
-                f"cannot reach envhost at {self.envhost_url}: {type(exc).__name__}: {exc}"
-            ) from None
-        if response.status_code == 422:
-            detail = response.json().get("detail")
-            raise BfclSelectionRefused(detail if isinstance(detail, str) else str(detail))
-        if response.status_code != 200:
-            raise ExecutionUnavailable(
-                f"envhost answered {response.status_code} to a BFCL request: {response.text[:300]}"
+            return await self.envhost.bfcl_environments(
+                categories=categories, limit=limit, entries=entries
             )
-        return _BfclPage.model_validate_json(response.content)
+        except ServiceError as exc:
+            if exc.status == 422:
+                raise BfclSelectionRefused(exc.detail) from None
+            raise ExecutionUnavailable(str(exc)) from None
 
-    async def _post(self, request: ExecutionRequest) -> list[CallOutcome]:
+    async def _execute(self, request: ExecutionRequest) -> list[CallOutcome]:
         try:
-            response = await self.http.post(
-                "/v1/executions", content=request.model_dump_json(), headers=_JSON
-            )
-        except httpx.HTTPError as exc:
-            raise ExecutionUnavailable(
-                f"cannot reach envhost at {self.envhost_url}: {type(exc).__name__}: {exc}"
-            ) from None
-        if response.status_code != 200:
-            raise ExecutionUnavailable(
-                f"envhost answered {response.status_code} to an execution: {response.text[:300]}"
-            )
-        result = ExecutionResult.model_validate_json(response.content)
+            result = await self.envhost.execute(request)
+        except ServiceError as exc:
+            raise ExecutionUnavailable(str(exc)) from None
         if len(result.outcomes) != len(request.calls):
             raise ExecutionUnavailable(
                 f"envhost returned {len(result.outcomes)} outcomes for {len(request.calls)} calls"
             )
         return list(result.outcomes)
-
-
-_JSON = {"Content-Type": "application/json"}
-
-
-class _BfclPage(BaseModel):
-    """A page of envhost's ``GET /v1/bfcl/environments``."""
-
-    total: int
-    items: list[EnvironmentSpec]

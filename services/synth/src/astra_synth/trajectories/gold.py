@@ -18,18 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import httpx2
 from mcp.types import CallToolResult
 
+from astra_common.clients import ServiceError, ServiceUnreachable
+from astra_common.clients.envhost import EnvhostClient
 from astra_common.mcp_text import tool_result_text
 from astra_proto import (
     EnvironmentSpec,
     Episode,
+    EpisodeRequest,
     FinishReason,
     FunctionCall,
     Message,
     RewardBreakdown,
+    ScoreRequest,
     StageProgress,
     Timings,
     ToolCall,
@@ -139,31 +142,32 @@ async def gold_trajectory(
     envhost_url: str,
     token: str | None = None,
     mode: Mode = "episode",
-    rest: httpx.AsyncClient | None = None,
+    rest: EnvhostClient | None = None,
 ) -> Trajectory:
     """Play ``spec``'s reference solution on envhost and return the verified trajectory.
 
     ``mode="episode"`` opens an episode over REST, plays it over its MCP URL, and has envhost
     score it (the trajectory carries that ``RewardBreakdown``); ``mode="env"`` connects to the
     environment's own MCP URL (a fresh episode per client) and checks outputs locally.
+    ``rest``: an envhost client of ``envhost_url`` to share (else one of its own).
     Raises ``GoldError`` with a reason when any step fails.
     """
     plan = gold_plan(spec)
     started = datetime.now(UTC)
     base = envhost_url.rstrip("/")
     own_rest = rest is None
-    http = rest or httpx.AsyncClient(headers=auth_headers(token), timeout=60.0)
+    envhost = rest or EnvhostClient(base, token=token, timeout_s=60.0)
     try:
         if mode == "episode":
-            episode = await _open_episode(http, base, spec.id)
+            episode = await _open_episode(envhost, spec.id)
             try:
                 async with httpx2.AsyncClient(
                     headers=auth_headers(token), timeout=MCP_TIMEOUT
                 ) as mcp_http:
                     messages, tool_seconds = await _play(spec, plan, episode.mcp_url, mcp_http)
-                reward = await _score(http, base, episode.id, final_answer_text(spec))
+                reward = await _score(envhost, episode.id, final_answer_text(spec))
             finally:
-                await http.delete(f"{base}/v1/episodes/{episode.id}")
+                await _close_episode(envhost, episode.id)
             tools, episode_id = episode.tools, episode.id
         else:
             url = f"{base}/envs/{spec.id}/mcp"
@@ -171,11 +175,11 @@ async def gold_trajectory(
                 tools = [to_tool_spec(mcp_tool_to_raw(t)) for t in await list_all_tools(client)]
             messages, tool_seconds = await _play(spec, plan, url, None, token=token)
             reward, episode_id = None, None
-    except httpx.HTTPError as exc:
-        raise GoldError("envhost_error", str(exc) or type(exc).__name__) from exc
+    except ServiceError as exc:
+        raise GoldError("envhost_error", str(exc)) from exc
     finally:
         if own_rest:
-            await http.aclose()
+            await envhost.aclose()
     return Trajectory(
         id="gold_" + sha256_hex({"env": spec.id, "mode": mode})[:24],
         env_id=spec.id,
@@ -200,24 +204,29 @@ async def gold_trajectory(
     )
 
 
-async def _open_episode(http: httpx.AsyncClient, base: str, env_id: str) -> Episode:
-    response = await http.post(f"{base}/v1/episodes", json={"env_id": env_id})
-    if response.status_code != 201:
-        raise GoldError(
-            "envhost_error", f"opening an episode: {response.status_code} {response.text}"
-        )
-    return Episode.model_validate(response.json())
+async def _open_episode(envhost: EnvhostClient, env_id: str) -> Episode:
+    try:
+        return await envhost.create_episode(EpisodeRequest(env_id=env_id))
+    except ServiceError as exc:
+        raise GoldError("envhost_error", f"opening an episode: {exc}") from exc
 
 
-async def _score(
-    http: httpx.AsyncClient, base: str, episode_id: str, answer: str
-) -> RewardBreakdown:
-    response = await http.post(
-        f"{base}/v1/episodes/{episode_id}/score", json={"final_answer": answer}
-    )
-    if response.status_code != 200:
-        raise GoldError("envhost_error", f"scoring: {response.status_code} {response.text}")
-    reward = RewardBreakdown.model_validate(response.json())
+async def _close_episode(envhost: EnvhostClient, episode_id: str) -> None:
+    """Close the episode; a refusal is left to envhost's idle timeout, an envhost that cannot
+    be reached fails the trajectory."""
+    try:
+        await envhost.close_episode(episode_id)
+    except ServiceUnreachable:
+        raise
+    except ServiceError:
+        pass
+
+
+async def _score(envhost: EnvhostClient, episode_id: str, answer: str) -> RewardBreakdown:
+    try:
+        reward = await envhost.score_episode(episode_id, ScoreRequest(final_answer=answer))
+    except ServiceError as exc:
+        raise GoldError("envhost_error", f"scoring: {exc}") from exc
     if reward.f1 < 1.0 - 1e-6 or reward.final_answer_correct is False:
         raise GoldError(
             "not_verified",
@@ -332,7 +341,7 @@ async def gold_dataset(
     report(progress, stage)
     slots = asyncio.Semaphore(concurrency)
     kept: dict[int, Trajectory] = {}
-    async with httpx.AsyncClient(headers=auth_headers(token), timeout=60.0) as rest:
+    async with EnvhostClient(envhost_url, token=token, timeout_s=60.0) as rest:
 
         async def one(index: int, spec: EnvironmentSpec) -> None:
             async with slots:
