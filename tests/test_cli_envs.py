@@ -62,5 +62,5 @@ async def test_import_bfcl_list_and_show(
 async def test_unreachable_api_is_one_readable_line() -> None:
     code, _, err = await astra("envs", "list", "--synth-url", "http://127.0.0.1:1")
     assert code == 1
-    assert "cannot reach http://127.0.0.1:1" in err
+    assert "cannot reach synth at http://127.0.0.1:1" in err
     assert len(err.strip().splitlines()) == 1

@@ -7,20 +7,28 @@ Mounted by the main CLI as ``app.add_typer(datasets_app, name="datasets")``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from astra.api_client import ApiClient, ApiError, service_url
+from astra.api_client import service_url
 from astra.cli_support import fail as _fail
-from astra.cli_synth import start_job
+from astra.cli_support import with_client
+from astra.cli_synth import invalid, start_job
+from astra_common.clients.synth import SynthClient
 from astra_proto import Trajectory
+from astra_proto.api.synth import (
+    DATASET_NAME_PATTERN,
+    DatasetJobRequest,
+    DatasetManifest,
+    DatasetUpload,
+    EnvironmentJobRequest,
+)
 
 datasets_app = typer.Typer(help="Export SFT datasets.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -28,8 +36,8 @@ console = Console(soft_wrap=True)
 Token = Annotated[str | None, typer.Option("--token", envvar="ASTRA_API_TOKEN", help="API token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidden=True)]
 
-DATASET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-"""The names synth gives datasets (its ``DATASET_NAME_PATTERN``)."""
+DATASET_NAME = re.compile(DATASET_NAME_PATTERN)
+"""The names synth gives datasets."""
 MANIFEST_FILE = "manifest.json"
 
 
@@ -71,30 +79,29 @@ def export(
         raise _fail(
             f"{dataset!r} cannot name a dataset (letters, digits, '_', '.', '-'): give --name"
         )
-    records = _read_trajectories(trajectories) if trajectories is not None else None
+    upload = None
+    if trajectories is not None:
+        upload = DatasetUpload(name=dataset, records=_read_trajectories(trajectories))
     url = service_url("synth", synth_url, state_dir)
-    if records is None:
+    folder = out.resolve()
+    if upload is None:
         assert gold is not None
         _build_gold(dataset, gold, seed, url, token, state_dir)
-    try:
-        with ApiClient(url, token, timeout=300) as client:
-            if records is not None:
-                body = {
-                    "name": dataset,
-                    "records": [record.model_dump(mode="json") for record in records],
-                }
-                client.post("/v1/datasets", body)
-            manifest = download_dataset(client, dataset, out)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
-    stats = manifest["stats"]
+
+    async def work(synth: SynthClient) -> DatasetManifest:
+        if upload is not None:
+            await synth.upload_dataset(upload)
+        return await download_dataset(synth, dataset, folder)
+
+    manifest = with_client(SynthClient, url, state_dir, work, token=token, timeout_s=300)
+    write_manifest(manifest)
+    stats = manifest.stats
     console.print(
-        f"{stats['records']} records ({stats['tool_calls_mean']:.2f} tool calls each) in "
-        f"{manifest['path']}"
+        f"{stats.records} records ({stats.tool_calls_mean:.2f} tool calls each) in {manifest.path}"
     )
-    if manifest.get("rejected"):
-        console.print(f"dropped: {json.dumps(manifest['rejected'], sort_keys=True)}")
-    if stats["records"] == 0:
+    if manifest.rejected:
+        console.print(f"dropped: {json.dumps(manifest.rejected, sort_keys=True)}")
+    if stats.records == 0:
         raise _fail("no record could be exported")
 
 
@@ -103,35 +110,37 @@ def _build_gold(
 ) -> None:
     """Two synth jobs: ``count`` procedural environments, then their gold trajectories
     played on synth's envhost and exported as ``dataset``."""
+    try:
+        environments = EnvironmentJobRequest(source="procedural", count=count, seed=seed)
+    except ValidationError as exc:
+        raise invalid(exc) from None
     envs = start_job(
-        "/v1/jobs/environments", {"source": "procedural", "count": count, "seed": seed},
-        wait=True, synth_url=url, token=token, state_dir=state_dir,
+        environments, wait=True, synth_url=url, token=token, state_dir=state_dir,
         summary=lambda job: console.print(
-            f"{(job.get('result') or {}).get('registered', 0)} environments registered at {url}"
+            f"{job.result.get('registered', 0)} environments registered at {url}"
         ),
     )  # fmt: skip
-    body = {"name": dataset, "job_id": envs["id"], "limit": count}
     start_job(
-        "/v1/jobs/datasets", body, wait=True, synth_url=url, token=token, state_dir=state_dir,
-        summary=lambda job: console.print(f"job {job['id']}: {job['state']}"),
+        DatasetJobRequest(name=dataset, job_id=envs.id, limit=count),
+        wait=True, synth_url=url, token=token, state_dir=state_dir,
+        summary=lambda job: console.print(f"job {job.id}: {job.state}"),
     )  # fmt: skip
 
 
-def download_dataset(client: ApiClient, name: str, out: Path) -> dict[str, Any]:
-    """Download every file of synth's dataset ``name`` into ``out`` (checking each one's
-    SHA-256 against the manifest) and write the manifest there, its path now ``out``."""
-    manifest: dict[str, Any] = client.get(f"/v1/datasets/{name}")
-    folder = out.resolve()
-    for relative, digest in sorted(manifest["files"].items()):
-        content = client.request("GET", f"/v1/datasets/{name}/files/{relative}").content
-        if hashlib.sha256(content).hexdigest() != digest:
-            raise ApiError(f"{relative} of dataset {name!r} arrived with another SHA-256")
-        target = folder / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    manifest["path"] = str(folder)
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+async def download_dataset(synth: SynthClient, name: str, folder: Path) -> DatasetManifest:
+    """Download every file of synth's dataset ``name`` into ``folder`` (checking each one's
+    SHA-256 against the manifest); the manifest, its path now ``folder``."""
+    manifest = await synth.get_dataset(name)
+    for relative, digest in sorted(manifest.files.items()):
+        await synth.download_dataset_file(name, relative, folder / relative, sha256=digest)
+    return manifest.model_copy(update={"path": str(folder)})
+
+
+def write_manifest(manifest: DatasetManifest) -> None:
+    """Write ``manifest`` into its dataset folder (``manifest.path``)."""
+    folder = Path(manifest.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
 def _read_trajectories(path: Path) -> list[Trajectory]:

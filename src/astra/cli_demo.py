@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
 
 from rich.console import Console
 
-from astra.api_client import ApiClient, ApiError
 from astra.loop import LoopConfig, LoopError, LoopResult, Services, run_loop
 from astra.report import write_report
 from astra.stack import LocalStack
+from astra_common.clients import ServiceError
+from astra_common.clients.synth import SynthClient
+from astra_proto.api.synth import EnvironmentQuery
 
 console = Console()
 
@@ -26,20 +29,21 @@ def run_on_stack(
 ) -> tuple[LoopResult, Path]:
     """Run the loop against ``stack`` and write its report under ``runs_dir/<run id>/``."""
     run_id = new_run_id(kind)
-    with (
-        ApiClient(stack.url("synth"), token, timeout=120) as synth,
-        ApiClient(stack.url("rollout"), token, timeout=120) as rollout,
-        ApiClient(stack.url("trainer"), token, timeout=120) as trainer,
-    ):
-        services = Services(synth=synth, rollout=rollout, trainer=trainer)
-        result = run_loop(services, config, run_id=run_id, console=console)
-        result.report.title = (
-            "ASTRA demo: synthesize, serve, train"
-            if kind == "demo"
-            else "ASTRA experiment: base vs SFT vs SFT+RL"
-        )
-        _add_pointers(result, stack)
-        markdown = write_report(result.report, runs_dir / run_id)
+    services = Services(
+        synth=stack.url("synth"),
+        rollout=stack.url("rollout"),
+        trainer=stack.url("trainer"),
+        token=token,
+        timeout_s=120.0,
+    )
+    result = run_loop(services, config, run_id=run_id, console=console)
+    result.report.title = (
+        "ASTRA demo: synthesize, serve, train"
+        if kind == "demo"
+        else "ASTRA experiment: base vs SFT vs SFT+RL"
+    )
+    _add_pointers(result, stack)
+    markdown = write_report(result.report, runs_dir / run_id)
     return result, markdown
 
 
@@ -73,14 +77,17 @@ def connect_hint(stack: LocalStack, env_id: str | None) -> str:
 
 
 def first_env(stack: LocalStack, job_id: str) -> str | None:
-    """One environment of the job, for the connection hint."""
+    """One environment of the job, for the connection hint (none when synth cannot say)."""
+
+    async def first(url: str) -> str | None:
+        async with SynthClient(url) as synth:
+            page = await synth.list_environments(EnvironmentQuery(job_id=job_id), limit=1)
+        return page.items[0].id if page.items else None
+
     try:
-        with ApiClient(stack.url("synth")) as synth:
-            page = synth.get("/v1/environments", params={"job_id": job_id, "limit": 1})
-    except ApiError:
+        return asyncio.run(first(stack.url("synth")))
+    except ServiceError:
         return None
-    items = page.get("items") or []
-    return str(items[0]["id"]) if items else None
 
 
 __all__ = ["LoopConfig", "LoopError", "connect_hint", "first_env", "run_on_stack"]

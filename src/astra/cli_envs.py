@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from astra.api_client import service_url
-from astra.cli_support import call, console, err_console
+from astra.cli_support import console, err_console, with_client
 from astra.cli_support import fail as _fail
-from astra.cli_synth import start_job
+from astra.cli_synth import invalid, start_job
+from astra_common.clients.synth import SynthClient
+from astra_proto import SynthesisJob
+from astra_proto.api.synth import BfclSelection, EnvironmentJobRequest, EnvironmentQuery
 
 envs_app = typer.Typer(help="Import, list, show and verify environments.", no_args_is_help=True)
 
@@ -46,29 +49,32 @@ def import_benchmark(
     source is the benchmark as envhost serves it."""
     if source != "bfcl":
         raise _fail(f"unknown source {source!r}; importable: bfcl")
+    try:
+        request = bfcl_job(category, limit, entry)
+    except ValidationError as exc:
+        raise invalid(exc) from None
     url = service_url("synth", synth_url, state_dir)
     start_job(
-        "/v1/jobs/environments", bfcl_job(category, limit, entry), wait=True, synth_url=url,
-        token=token, state_dir=state_dir, summary=lambda job: print_import_summary(job, url),
+        request, wait=True, synth_url=url, token=token, state_dir=state_dir,
+        summary=lambda job: print_import_summary(job, url),
     )  # fmt: skip
 
 
 def bfcl_job(
     categories: list[str] | None, limit: int | None, entries: list[str] | None
-) -> dict[str, Any]:
-    """The body of an environment job that imports these BFCL entries."""
-    selection = {"categories": categories, "limit": limit, "entries": entries}
-    return {
-        "source": "bfcl",
-        "bfcl": {key: value for key, value in selection.items() if value is not None},
-    }
+) -> EnvironmentJobRequest:
+    """An environment job that imports these BFCL entries (``ValidationError`` for a
+    selection out of bounds)."""
+    return EnvironmentJobRequest(
+        source="bfcl",
+        bfcl=BfclSelection(categories=categories, limit=limit, entries=entries),
+    )
 
 
-def print_import_summary(job: dict[str, Any], url: str) -> None:
+def print_import_summary(job: SynthesisJob, url: str) -> None:
     """How many environments an import job registered and how many were already there."""
-    result = job.get("result") or {}
-    existing = int(result.get("duplicates", 0))
-    created = int(result.get("registered", 0)) - existing
+    existing = int(job.result.get("duplicates", 0))
+    created = int(job.result.get("registered", 0)) - existing
     console.print(f"{created} environments registered, {existing} were already there ({url})")
 
 
@@ -85,22 +91,20 @@ def list_environments(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """List registered environments."""
-    params = {
-        key: value
-        for key, value in {
-            "source": source, "domain": domain, "split": split, "min_hops": min_hops,
-            "limit": limit,
-        }.items()
-        if value is not None
-    }  # fmt: skip
-    page = call("synth", synth_url, state_dir, "GET", "/v1/environments", params=params)
-    table = Table(title=f"{len(page['items'])} of {page['total']} environments")
+    try:
+        filters = EnvironmentQuery(source=source, domain=domain, split=split, min_hops=min_hops)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    page = with_client(
+        SynthClient, synth_url, state_dir, lambda s: s.list_environments(filters, limit=limit)
+    )
+    table = Table(title=f"{len(page.items)} of {page.total} environments")
     for column in ("id", "source", "domain", "split", "hops", "tools", "task"):
         table.add_column(column, overflow="fold")
-    for item in page["items"]:
+    for item in page.items:
         table.add_row(
-            item["id"], str(item["source"]), item["domain"], item["split"], str(item["hops"]),
-            str(item["tools"]), item["task"][:60],
+            item.id, str(item.source), item.domain, item.split, str(item.hops), str(item.tools),
+            item.task[:60],
         )  # fmt: skip
     console.print(table)
 
@@ -112,8 +116,8 @@ def show_environment(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """Print one environment's spec (JSON)."""
-    spec = call("synth", synth_url, state_dir, "GET", f"/v1/environments/{env_id}")
-    console.print_json(json.dumps(spec))
+    spec = with_client(SynthClient, synth_url, state_dir, lambda s: s.get_environment(env_id))
+    console.print_json(spec.model_dump_json())
 
 
 @envs_app.command("verify")
@@ -125,11 +129,13 @@ def verify_environment(
 ) -> None:
     """Re-check an environment's certificate from its spec alone: every reference call is
     replayed in envhost's sandbox and compared with the recorded outputs and hashes."""
-    path = f"/v1/environments/{env_id}/verify"
-    report = call("synth", synth_url, state_dir, "POST", path, json={}, token=token, timeout=300)
-    if report["holds"]:
-        console.print(f"{env_id}: the certificate holds ({report['replays']} calls replayed)")
+    report = with_client(
+        SynthClient, synth_url, state_dir, lambda s: s.verify_environment(env_id),
+        token=token, timeout_s=300,
+    )  # fmt: skip
+    if report.holds:
+        console.print(f"{env_id}: the certificate holds ({report.replays} calls replayed)")
         return
-    for problem in report["problems"]:
+    for problem in report.problems:
         err_console.print(f"  {problem}", highlight=False)
-    raise _fail(f"{env_id}: the certificate does not hold ({len(report['problems'])} problems)")
+    raise _fail(f"{env_id}: the certificate does not hold ({len(report.problems)} problems)")

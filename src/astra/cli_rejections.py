@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from astra.api_client import ApiClient
 from astra.cli_support import console
+from astra_common.clients.synth import SynthClient
+from astra_proto import JobRejection, SynthesisJob
 
 EXAMPLES_PER_REASON = 2
 EXCERPT_CHARS = 160
 
 
-def print_rejections(client: ApiClient, job: dict[str, Any]) -> None:
+async def print_rejections(synth: SynthClient, job: SynthesisJob) -> None:
     """Print the job's rejections by stage and reason, most frequent first, each with up to
     ``EXAMPLES_PER_REASON`` examples (which item, why, the start of the model's reply)."""
     counts = [
-        (stage["stage"], reason, count)
-        for stage in job["progress"]
-        for reason, count in stage["rejected"].items()
+        (stage.stage, reason, count)
+        for stage in job.progress
+        for reason, count in stage.rejected.items()
     ]
     if not counts:
         return
@@ -25,22 +24,21 @@ def print_rejections(client: ApiClient, job: dict[str, Any]) -> None:
     console.print(f"{total} rejected:", highlight=False)
     for stage, reason, count in sorted(counts, key=lambda c: -c[2]):
         console.print(f"  {count} x {reason} (at {stage})", highlight=False, markup=False)
-        page = client.get(
-            f"/v1/jobs/{job['id']}/rejections",
-            params={"stage": stage, "reason": reason, "limit": EXAMPLES_PER_REASON},
+        page = await synth.job_rejections(
+            job.id, stage=stage, reason=reason, limit=EXAMPLES_PER_REASON
         )
-        for record in page["items"]:
+        for record in page.items:
             console.print(f"      {describe(record)}", highlight=False, markup=False)
-    console.print(f"every record: astra synth rejections {job['id']}", highlight=False)
+    console.print(f"every record: astra synth rejections {job.id}", highlight=False)
 
 
-def describe(record: dict[str, Any]) -> str:
+def describe(record: JobRejection) -> str:
     """One line about one rejection record."""
-    parts = [record.get("item") or "an item"]
-    if record.get("message"):
-        parts.append(str(record["message"]))
-    if record.get("excerpt"):
-        parts.append(f"reply: {one_line(record['excerpt'], EXCERPT_CHARS)!r}")
+    parts = [record.item or "an item"]
+    if record.message:
+        parts.append(record.message)
+    if record.excerpt:
+        parts.append(f"reply: {one_line(record.excerpt, EXCERPT_CHARS)!r}")
     return " - ".join(parts)
 
 

@@ -3,20 +3,34 @@ teacher trajectories)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from astra.api_client import ApiClient, ApiError, service_url
 from astra.cli_rejections import EXCERPT_CHARS, one_line, print_rejections
-from astra.cli_support import call, console
+from astra.cli_support import console, with_client
 from astra.cli_support import fail as _fail
+from astra_common.clients.synth import SynthClient
+from astra_proto import JobState, StageProgress, SynthesisJob
+from astra_proto.api.synth import (
+    EnvironmentJobRequest,
+    JobRequest,
+    JsonToolsSource,
+    McpSource,
+    OpenApiSource,
+    TaskJobRequest,
+    TeacherEndpoint,
+    ToolsetRequest,
+    TrajectoryJobRequest,
+    TrajectorySettings,
+)
 
 synth_app = typer.Typer(help="Run and inspect synthesis jobs.", no_args_is_help=True)
 
@@ -26,6 +40,16 @@ SynthUrl = Annotated[
 Token = Annotated[str | None, typer.Option("--token", envvar="ASTRA_API_TOKEN", help="API token.")]
 StateDir = Annotated[Path, typer.Option("--state-dir", envvar="ASTRA_HOME", hidden=True)]
 JobId = Annotated[str, typer.Argument(help="Job id.")]
+
+
+def invalid(error: ValidationError) -> typer.Exit:
+    """Print a request's validation problems on one line (``field: message``); the exit."""
+    parts = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return _fail("; ".join(parts))
 
 
 @synth_app.command("run")
@@ -58,51 +82,64 @@ def run_job(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """Start an environment-synthesis job and follow its progress."""
-    body: dict[str, Any] = {"count": count, "seed": seed, "split": split}
-    optional = {
-        "source": source, "domains": domain, "hops": hops, "llm_base_url": llm_base_url,
-        "llm_model": llm_model,
-        "qa_jsonl": qa.read_text() if qa else None,
-        "knowledge": [path.read_text() for path in knowledge] if knowledge else None,
-    }  # fmt: skip
-    body |= {key: value for key, value in optional.items() if value is not None}
+    try:
+        request = EnvironmentJobRequest(
+            source=source, count=count, seed=seed, split=split, domains=domain, hops=hops,
+            llm_base_url=llm_base_url, llm_model=llm_model,
+            qa_jsonl=qa.read_text() if qa else None,
+            knowledge=[path.read_text() for path in knowledge] if knowledge else None,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise invalid(exc) from None
     start_job(
-        "/v1/jobs/environments", body, wait=wait, synth_url=synth_url, token=token,
-        state_dir=state_dir, summary=_print_summary,
+        request, wait=wait, synth_url=synth_url, token=token, state_dir=state_dir,
+        summary=_print_summary,
     )  # fmt: skip
 
 
 def start_job(
-    path: str,
-    body: dict[str, Any],
+    request: JobRequest,
     *,
     wait: bool,
     synth_url: str | None,
     token: str | None,
     state_dir: Path,
-    summary: Callable[[dict[str, Any]], None],
-) -> dict[str, Any]:
-    """POST a job, follow it with progress bars when ``wait``, print ``summary`` of the ended
-    job and return it (the started job when not ``wait``); exit 1 with the reason when it is
-    refused or does not succeed."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir), token) as client:
-            job: dict[str, Any] = client.post(path, body).json()
-            source = job["params"].get("source")
-            console.print(f"job {job['id']} started" + (f" ({source})" if source else ""))
-            if wait:
-                job = follow(client, job["id"])
-                summary(job)
-                print_rejections(client, job)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
-    if wait and job["state"] != "succeeded":
-        raise _fail(f"job {job['id']} {job['state']}: {job.get('error') or ''}".strip())
+    summary: Callable[[SynthesisJob], None],
+) -> SynthesisJob:
+    """Start the job ``request`` asks for, follow it with progress bars when ``wait``, print
+    ``summary`` of the ended job and return it (the started job when not ``wait``); exit 1
+    with the reason when it is refused or does not succeed."""
+
+    async def work(synth: SynthClient) -> SynthesisJob:
+        job = await synth.start_job(request)
+        source = job.params.get("source")
+        console.print(f"job {job.id} started" + (f" ({source})" if source else ""))
+        if wait:
+            job = await follow_job(synth, job.id)
+            summary(job)
+            await print_rejections(synth, job)
+        return job
+
+    job = with_client(SynthClient, synth_url, state_dir, work, token=token)
+    if wait and job.state != JobState.SUCCEEDED:
+        raise _fail(f"job {job.id} {job.state}: {job.error or ''}".strip())
     return job
 
 
-def follow(client: ApiClient, job_id: str, poll_s: float = 0.5) -> dict[str, Any]:
+async def follow_job(synth: SynthClient, job_id: str, poll_s: float = 0.5) -> SynthesisJob:
     """Show the job's stages as progress bars until it ends; returns the final job."""
+    bars: dict[str, Any] = {}
+    with _progress() as progress:
+        while True:
+            job = await synth.get_job(job_id)
+            for stage in job.progress:
+                _show_stage(progress, bars, stage, job.progress)
+            if job.state.terminal:
+                return job
+            await asyncio.sleep(poll_s)
+
+
+def _progress() -> Progress:
     columns = (
         TextColumn("{task.description:<16}"),
         BarColumn(),
@@ -110,36 +147,26 @@ def follow(client: ApiClient, job_id: str, poll_s: float = 0.5) -> dict[str, Any
         TextColumn("{task.fields[rejected]}"),
         TimeElapsedColumn(),
     )
-    bars: dict[str, Any] = {}
-    with Progress(*columns, console=console) as progress:
-        while True:
-            job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
-            for stage in job["progress"]:
-                rejected = sum(stage["rejected"].values())
-                note = f"{rejected} rejected" if rejected else ""
-                if stage["stage"] not in bars:
-                    bars[stage["stage"]] = progress.add_task(
-                        stage["stage"], total=stage["total"], rejected=note
-                    )
-                total = stage["total"]
-                if total is None:  # a stage that sees what the first one produced
-                    total = _first_total(job["progress"])
-                progress.update(
-                    bars[stage["stage"]], completed=stage["done"], total=total, rejected=note
-                )
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                return job
-            time.sleep(poll_s)
+    return Progress(*columns, console=console)
 
 
-def _first_total(stages: list[dict[str, Any]]) -> int | None:
-    return next((stage["total"] for stage in stages if stage["total"]), None)
+def _show_stage(
+    progress: Progress, bars: dict[str, Any], stage: StageProgress, stages: list[StageProgress]
+) -> None:
+    rejected = sum(stage.rejected.values())
+    note = f"{rejected} rejected" if rejected else ""
+    if stage.stage not in bars:
+        bars[stage.stage] = progress.add_task(stage.stage, total=stage.total, rejected=note)
+    total = stage.total
+    if total is None:  # a stage that sees what the first one produced
+        total = next((s.total for s in stages if s.total), None)
+    progress.update(bars[stage.stage], completed=stage.done, total=total, rejected=note)
 
 
-def _print_summary(job: dict[str, Any]) -> None:
-    stats = job.get("result") or {}
+def _print_summary(job: SynthesisJob) -> None:
+    stats = job.result
     console.print(
-        f"job {job['id']}: {job['state']}; {stats.get('registered', 0)} environments registered"
+        f"job {job.id}: {job.state}; {stats.get('registered', 0)} environments registered"
         + (f" ({stats['duplicates']} already there)" if stats.get("duplicates") else "")
     )
 
@@ -152,15 +179,19 @@ def list_jobs(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """List synthesis jobs, newest first."""
-    params: dict[str, Any] = {"limit": limit} | ({"state": state} if state else {})
-    page = call("synth", synth_url, state_dir, "GET", "/v1/jobs", params=params)
-    table = Table(title=f"{len(page['items'])} jobs")
+    if state is not None and state not in [s.value for s in JobState]:
+        raise _fail(f"unknown state {state!r}; the states are {[s.value for s in JobState]}")
+    wanted = JobState(state) if state is not None else None
+    page = with_client(
+        SynthClient, synth_url, state_dir, lambda s: s.list_jobs(state=wanted, limit=limit)
+    )
+    table = Table(title=f"{len(page.items)} jobs")
     for column in ("id", "kind", "state", "source", "registered", "created"):
         table.add_column(column, overflow="fold")
-    for job in page["items"]:
+    for job in page.items:
         table.add_row(
-            job["id"], job["kind"], job["state"], str(job["params"].get("source")),
-            str(job["result"].get("registered", 0)), job["created_at"][:19],
+            job.id, job.kind, job.state, str(job.params.get("source")),
+            str(job.result.get("registered", 0)), job.created_at.isoformat()[:19],
         )  # fmt: skip
     console.print(table)
 
@@ -170,13 +201,13 @@ def show_job(
     job_id: JobId, synth_url: SynthUrl = None, state_dir: StateDir = Path(".astra")
 ) -> None:
     """Print one job (JSON), then what it rejected and why."""
-    try:
-        with ApiClient(service_url("synth", synth_url, state_dir)) as client:
-            job = client.get(f"/v1/jobs/{job_id}")
-            console.print_json(json.dumps(job))
-            print_rejections(client, job)
-    except ApiError as exc:
-        raise _fail(str(exc)) from None
+
+    async def work(synth: SynthClient) -> None:
+        job = await synth.get_job(job_id)
+        console.print_json(job.model_dump_json())
+        await print_rejections(synth, job)
+
+    with_client(SynthClient, synth_url, state_dir, work)
 
 
 @synth_app.command("rejections")
@@ -190,18 +221,19 @@ def list_rejections(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """The items a job rejected, oldest first: stage, reason, item, message, reply excerpt."""
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
-    params |= {key: value for key, value in (("stage", stage), ("reason", reason)) if value}
-    page = call(
-        "synth", synth_url, state_dir, "GET", f"/v1/jobs/{job_id}/rejections", params=params
-    )
-    table = Table(title=f"{len(page['items'])} of {page['total']} rejections of {job_id}")
+    page = with_client(
+        SynthClient, synth_url, state_dir,
+        lambda s: s.job_rejections(
+            job_id, stage=stage or None, reason=reason or None, limit=limit, offset=offset
+        ),
+    )  # fmt: skip
+    table = Table(title=f"{len(page.items)} of {page.total} rejections of {job_id}")
     for column in ("stage", "reason", "item", "message", "excerpt"):
         table.add_column(column, overflow="fold")
-    for record in page["items"]:
+    for record in page.items:
         table.add_row(
-            record["stage"], record["reason"], record.get("item") or "",
-            record.get("message") or "", one_line(record.get("excerpt") or "", EXCERPT_CHARS),
+            record.stage, record.reason, record.item or "", record.message or "",
+            one_line(record.excerpt or "", EXCERPT_CHARS),
         )  # fmt: skip
     console.print(table)
 
@@ -212,8 +244,10 @@ def cancel_job(
     state_dir: StateDir = Path(".astra"),
 ) -> None:  # fmt: skip
     """Cancel a job that has not ended."""
-    job = call("synth", synth_url, state_dir, "POST", f"/v1/jobs/{job_id}/cancel", token=token)
-    console.print(f"job {job['id']}: {job['state']}")
+    job = with_client(
+        SynthClient, synth_url, state_dir, lambda s: s.cancel_job(job_id), token=token
+    )
+    console.print(f"job {job.id}: {job.state}")
 
 
 @synth_app.command("stats")
@@ -224,21 +258,21 @@ def job_stats(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """A job's yield: hops, scenario types, tools per environment, domains, rejections."""
-    report = call("synth", synth_url, state_dir, "GET", f"/v1/jobs/{job_id}/stats")
+    report = with_client(SynthClient, synth_url, state_dir, lambda s: s.job_stats(job_id))
     if as_json:
-        console.print_json(json.dumps(report))
+        console.print_json(report.model_dump_json())
         return
-    stats = report["stats"]
+    stats = report.stats
     console.print(
-        f"job {job_id} ({report['state']}): {stats.get('registered', 0)} registered, "
+        f"job {job_id} ({report.state}): {stats.get('registered', 0)} registered, "
         f"mean hops {stats.get('mean_hops')}, mean tools {stats.get('mean_tools')}"
     )
     table = Table(title="progress")
     for column in ("stage", "done", "total", "rejected"):
         table.add_column(column)
-    for stage in report["progress"]:
-        rejected = ", ".join(f"{k}: {v}" for k, v in stage["rejected"].items())
-        table.add_row(stage["stage"], str(stage["done"]), str(stage["total"] or ""), rejected)
+    for stage in report.progress:
+        rejected = ", ".join(f"{k}: {v}" for k, v in stage.rejected.items())
+        table.add_row(stage.stage, str(stage.done), str(stage.total or ""), rejected)
     console.print(table)
     for name in ("domains", "scenario_types", "hops", "tools_per_environment", "splits"):
         counts = stats.get(name) or {}
@@ -268,26 +302,31 @@ def register_toolset(
 ) -> None:
     """Register a toolset from MCP servers, OpenAPI documents and JSON tool lists."""
     try:
-        body: dict[str, Any] = {
-            "id": toolset_id,
-            "mcp": [{"url": url} for url in mcp or []],
-            "openapi": [{"document": json.loads(p.read_text())} for p in openapi or []],
-            "json_tools": [
-                {"name": p.stem, "tools": json.loads(p.read_text())} for p in json_tools or []
-            ],
-            "settings": {"min_tools_per_server": min_tools},
-        }
+        documents = [json.loads(p.read_text()) for p in openapi or []]
+        tool_lists = [(p.stem, json.loads(p.read_text())) for p in json_tools or []]
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read a tool document: {exc}") from None
-    toolset = call("synth", synth_url, state_dir, "POST", "/v1/toolsets", json=body, token=token)
-    table = Table(title=f"toolset {toolset['id']}")
+    try:
+        request = ToolsetRequest(
+            id=toolset_id,
+            mcp=[McpSource(url=url) for url in mcp or []],
+            openapi=[OpenApiSource(document=document) for document in documents],
+            json_tools=[JsonToolsSource(name=name, tools=tools) for name, tools in tool_lists],
+            settings=TrajectorySettings(min_tools_per_server=min_tools),
+        )
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    toolset = with_client(
+        SynthClient, synth_url, state_dir, lambda s: s.register_toolset(request), token=token
+    )
+    table = Table(title=f"toolset {toolset.id}")
     for column in ("server", "source", "tools"):
         table.add_column(column)
-    for server in toolset["servers"]:
-        table.add_row(server["name"], server["source"], str(len(server["tools"])))
+    for server in toolset.servers:
+        table.add_row(server.name, server.source, str(len(server.tools)))
     console.print(table)
-    for rejection in toolset["rejected"]:
-        console.print(f"dropped {rejection['subject']}: {rejection['reason']}", highlight=False)
+    for rejection in toolset.rejected:
+        console.print(f"dropped {rejection.subject}: {rejection.reason}", highlight=False)
 
 
 @synth_app.command("tasks")
@@ -301,15 +340,20 @@ def task_job(
     state_dir: StateDir = Path(".astra"),
 ) -> None:
     """Synthesize tasks for a toolset (graph, chains, tasks) and store them with it."""
-    body = {"toolset_id": toolset_id, "llm_base_url": llm_base_url, "llm_model": llm_model}
+    try:
+        request = TaskJobRequest(
+            toolset_id=toolset_id, llm_base_url=llm_base_url, llm_model=llm_model
+        )
+    except ValidationError as exc:
+        raise invalid(exc) from None
 
-    def summary(job: dict[str, Any]) -> None:
-        tasks = (job.get("result") or {}).get("tasks") or {}
-        console.print(f"job {job['id']}: {job['state']}; {tasks.get('tasks', 0)} tasks kept")
+    def summary(job: SynthesisJob) -> None:
+        tasks = job.result.get("tasks") or {}
+        console.print(f"job {job.id}: {job.state}; {tasks.get('tasks', 0)} tasks kept")
 
     start_job(
-        "/v1/jobs/tasks", {k: v for k, v in body.items() if v is not None}, wait=wait,
-        synth_url=synth_url, token=token, state_dir=state_dir, summary=summary,
+        request, wait=wait, synth_url=synth_url, token=token, state_dir=state_dir,
+        summary=summary,
     )  # fmt: skip
 
 
@@ -336,27 +380,30 @@ def trajectory_job(
 ) -> None:
     """Tasks -> teacher trajectories (real tools over MCP, emulated document-only tools) ->
     seven-part judge -> SFT dataset."""
-    body: dict[str, Any] = {
-        "toolset_id": toolset_id,
-        "teacher": {"base_url": teacher_url, "model": teacher_model},
-        "tasks": "stored" if stored_tasks else "synthesize",
-        "name": name, "max_tasks": max_tasks, "judge_cutoff": judge_cutoff,
-        "emulator_failure_rate": failure_rate,
-        "llm_base_url": llm_base_url, "llm_model": llm_model,
-    }  # fmt: skip
+    try:
+        request = TrajectoryJobRequest(
+            toolset_id=toolset_id,
+            teacher=TeacherEndpoint(base_url=teacher_url, model=teacher_model),
+            tasks="stored" if stored_tasks else "synthesize",
+            name=name, max_tasks=max_tasks, judge_cutoff=judge_cutoff,
+            emulator_failure_rate=failure_rate,
+            llm_base_url=llm_base_url, llm_model=llm_model,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise invalid(exc) from None
 
-    def summary(job: dict[str, Any]) -> None:
-        result = job.get("result") or {}
+    def summary(job: SynthesisJob) -> None:
+        result = job.result
         dataset = result.get("dataset")
         teacher = result.get("teacher") or {}
         console.print(
-            f"job {job['id']}: {job['state']}; {teacher.get('done', 0)} played, "
+            f"job {job.id}: {job.state}; {teacher.get('done', 0)} played, "
             f"{(result.get('judge') or {}).get('kept', 0)} kept by the judge"
             + (f"; dataset {dataset['name']} at {dataset['path']}" if dataset else ""),
             highlight=False,
         )
 
     start_job(
-        "/v1/jobs/trajectories", {k: v for k, v in body.items() if v is not None}, wait=wait,
-        synth_url=synth_url, token=token, state_dir=state_dir, summary=summary,
+        request, wait=wait, synth_url=synth_url, token=token, state_dir=state_dir,
+        summary=summary,
     )  # fmt: skip

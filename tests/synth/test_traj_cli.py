@@ -84,7 +84,7 @@ async def test_export_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "'a b' cannot name a dataset" in err
     code, _, err = await astra("datasets", "export", out, "--gold", "2", *nowhere)
     assert code == 1
-    assert "cannot reach http://127.0.0.1:1" in err
+    assert "cannot reach synth at http://127.0.0.1:1" in err
 
 
 @pytest.mark.integration
