@@ -284,8 +284,8 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 def _import_bfcl(stack: LocalStack) -> None:
     synth = stack.url("synth")
     start_job(
-        "/v1/jobs/environments", bfcl_job(["base"], None, None), wait=True, synth_url=synth,
-        token=None, state_dir=stack.state_dir, summary=lambda job: print_import_summary(job, synth),
+        bfcl_job(["base"], None, None), wait=True, synth_url=synth, token=None,
+        state_dir=stack.state_dir, summary=lambda job: print_import_summary(job, synth),
     )  # fmt: skip
 
 

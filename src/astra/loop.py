@@ -1,4 +1,4 @@
-"""The whole loop against a running stack, stage by stage, over the services' REST APIs.
+"""The whole loop against a running stack, stage by stage, over the services' typed clients.
 
 procedural synthesis (train + held-out splits) → gold SFT dataset through envhost → SFT of the
 policy → GRPO consumer started on the SFT model (it pushes those weights into the vLLM server
@@ -9,17 +9,19 @@ report. ``astra demo`` runs it small; ``astra experiment`` adds the base model a
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from astra.api_client import ApiClient, ApiError
-from astra.cli_eval import run_evaluation
-from astra.cli_synth import follow
+from astra.cli_eval import follow_evaluation
+from astra.cli_synth import follow_job
 from astra.report import (
     RunReport,
     comparison_sentence,
@@ -27,6 +29,22 @@ from astra.report import (
     format_score,
     score_rows,
 )
+from astra_common.clients import ServiceError
+from astra_common.clients.rollout import RolloutClient
+from astra_common.clients.synth import SynthClient
+from astra_common.clients.trainer import TrainerClient
+from astra_proto import PolicyPointer, SynthesisJob
+from astra_proto.api.rollout import (
+    BatchRequest,
+    BatchStatus,
+    DistractorOptions,
+    EpisodeLimits,
+    EvaluationRequest,
+    RegistryQuery,
+    SamplingParams,
+)
+from astra_proto.api.synth import DatasetJobRequest, EnvironmentJobRequest
+from astra_proto.api.trainer import GRPORunRequest, RunStatus, SFTRunRequest
 
 HELDOUT_SPLITS = {
     "heldout_entities": ["travel", "finance"],
@@ -75,11 +93,23 @@ class LoopConfig:
 
 @dataclass
 class Services:
-    """Clients of the running stack's services."""
+    """Where the running stack's services are, and the token their writes need."""
 
-    synth: ApiClient
-    rollout: ApiClient
-    trainer: ApiClient
+    synth: str
+    rollout: str
+    trainer: str
+    token: str | None = None
+    timeout_s: float = 120.0
+    """Longest wait for one answer."""
+
+
+@dataclass
+class _Clients:
+    """The typed clients of the services, open for one run of the loop."""
+
+    synth: SynthClient
+    rollout: RolloutClient
+    trainer: TrainerClient
 
 
 @dataclass
@@ -101,34 +131,58 @@ def run_loop(
     console: Console | None = None,
 ) -> LoopResult:
     """Run every stage; raises ``LoopError`` naming the stage that failed."""
-    console = console or Console()
+    return asyncio.run(_run_loop(services, config, run_id=run_id, console=console or Console()))
+
+
+async def _run_loop(
+    services: Services, config: LoopConfig, *, run_id: str | None, console: Console
+) -> LoopResult:
     run_id = run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     report = RunReport(title="ASTRA: synthesize, serve, train — one run", run_id=run_id)
     result = LoopResult(report=report)
     stage = _Stages(console, report)
+    token, timeout_s = services.token, services.timeout_s
+    async with (
+        SynthClient(services.synth, token=token, timeout_s=timeout_s) as synth,
+        RolloutClient(services.rollout, token=token, timeout_s=timeout_s) as rollout,
+        TrainerClient(services.trainer, token=token, timeout_s=timeout_s) as trainer,
+    ):
+        clients = _Clients(synth=synth, rollout=rollout, trainer=trainer)
+        await _stages(clients, config, run_id, result, stage, console)
+    return result
 
+
+async def _stages(
+    clients: _Clients,
+    config: LoopConfig,
+    run_id: str,
+    result: LoopResult,
+    stage: _Stages,
+    console: Console,
+) -> None:
+    report = result.report
     with stage("1. procedural environment synthesis"):
-        train_job = _synthesize(services, config, "train", config.train_envs, None, console)
-        result.envs_job = train_job["id"]
+        train_job = await _synthesize(clients, config, "train", config.train_envs, None, console)
+        result.envs_job = train_job.id
         heldout_jobs = [
-            _synthesize(services, config, split, config.heldout_envs, domains, console)
+            await _synthesize(clients, config, split, config.heldout_envs, domains, console)
             for split, domains in HELDOUT_SPLITS.items()
         ]
-        stats = train_job["result"]
+        stats = train_job.result
         report.fact("training environments", stats.get("registered", 0))
         report.fact(
             "held-out environments",
-            sum(job["result"].get("registered", 0) for job in heldout_jobs),
+            sum(job.result.get("registered", 0) for job in heldout_jobs),
         )
         report.section("Environment synthesis", _synthesis_section(train_job, heldout_jobs))
 
     with stage("2. gold SFT dataset, played through envhost"):
         name = f"{run_id}-gold"
-        job = services.synth.post(
-            "/v1/jobs/datasets", {"name": name, "job_id": train_job["id"]}
-        ).json()
-        job = _finished_job(follow(services.synth, job["id"]), "dataset job")
-        manifest = job["result"]["dataset"]
+        job = await clients.synth.start_dataset_job(
+            DatasetJobRequest(name=name, job_id=train_job.id)
+        )
+        job = _finished_job(await follow_job(clients.synth, job.id), "dataset job")
+        manifest = job.result["dataset"]
         result.dataset = manifest["path"]
         report.fact("SFT samples (gold trajectories)", manifest["stats"]["records"])
         report.section(
@@ -140,73 +194,66 @@ def run_loop(
 
     if config.evaluate_base:
         with stage("base model: held-out evaluation"):
-            _evaluate_all(services, config, "base", report, console)
+            await _evaluate_all(clients, config, "base", report, console)
 
     with stage("3. SFT of the policy"):
-        sft = _train(
-            services,
-            "sft",
-            {
-                "dataset": manifest["path"],
-                "max_steps": config.sft_steps,
-                "batch_size": config.sft_batch_size,
-                "learning_rate": config.sft_learning_rate,
-                "max_length": 2048,
-                "save_steps": 10_000,
-                "seed": config.seed,
-            },
-            config.sft_steps,
-            config,
-            console,
+        started = await clients.trainer.start_sft(
+            SFTRunRequest(
+                dataset=Path(manifest["path"]),
+                max_steps=config.sft_steps,
+                batch_size=config.sft_batch_size,
+                learning_rate=config.sft_learning_rate,
+                max_length=2048,
+                save_steps=10_000,
+                seed=config.seed,
+            )
         )
-        result.sft_model = str(sft["checkpoint"])
-        report.curves["sft"] = _metrics(services, sft["run_id"])
-        report.fact("SFT steps", sft["step"])
+        sft = await _train(clients, started, config.sft_steps, config, console)
+        result.sft_model = str(sft.checkpoint)
+        report.curves["sft"] = await _metrics(clients, sft.run_id)
+        report.fact("SFT steps", sft.step)
 
     with stage("4. GRPO consumer on the SFT model; its weights pushed to vLLM"):
-        grpo = services.trainer.post(
-            "/v1/runs/grpo",
-            {
-                "base_model": result.sft_model,
-                "group_size": config.group_size,
-                "batch_groups": config.grpo_batch_groups,
-                "buffer_groups": config.grpo_batch_groups - 1,
-                "max_steps": config.grpo_steps,
-                "learning_rate": config.grpo_learning_rate,
-                "max_tokens": 2048,
-                "micro_batch_size": 2,
-                "block_ms": 500,
-                "served_model": "SmolLM2-135M-Instruct",
-                "consumer_name": f"{run_id}-trainer",
-                "group": f"trainer-{run_id}",
-                "group_start": "new",
-                "seed": config.seed,
-            },
-        ).json()
-        result.grpo_run = grpo["run_id"]
-        pointer = _wait_pointer(services, result.sft_model, config.stage_timeout_s)
-        report.fact("policy version before RL", pointer["version"])
+        grpo = await clients.trainer.start_grpo(
+            GRPORunRequest(
+                base_model=result.sft_model,
+                group_size=config.group_size,
+                batch_groups=config.grpo_batch_groups,
+                buffer_groups=config.grpo_batch_groups - 1,
+                max_steps=config.grpo_steps,
+                learning_rate=config.grpo_learning_rate,
+                max_tokens=2048,
+                micro_batch_size=2,
+                block_ms=500,
+                served_model="SmolLM2-135M-Instruct",
+                consumer_name=f"{run_id}-trainer",
+                group=f"trainer-{run_id}",
+                group_start="new",
+                seed=config.seed,
+            )
+        )
+        result.grpo_run = grpo.run_id
+        pointer = await _wait_pointer(clients, result.sft_model, config.stage_timeout_s)
+        report.fact("policy version before RL", pointer.version)
 
     with stage("5. held-out evaluation before RL"):
-        _evaluate_all(services, config, "SFT", report, console)
+        await _evaluate_all(clients, config, "SFT", report, console)
 
     with stage("6. rollouts with distractors → stream → GRPO steps"):
-        batches = _rollouts_until_trained(
-            services, config, train_job["id"], grpo["run_id"], console
-        )
+        batches = await _rollouts_until_trained(clients, config, train_job.id, grpo.run_id, console)
         report.section("Rollouts", _rollout_section(batches))
-        final = services.trainer.get(f"/v1/runs/{grpo['run_id']}")
-        report.curves["grpo"] = _metrics(services, grpo["run_id"])
-        report.fact("GRPO steps", f"{final['step']} of {config.grpo_steps}")
-        report.fact("policy version after RL", final.get("policy_version"))
+        final = await clients.trainer.run_status(grpo.run_id)
+        report.curves["grpo"] = await _metrics(clients, grpo.run_id)
+        report.fact("GRPO steps", f"{final.step} of {config.grpo_steps}")
+        report.fact("policy version after RL", final.policy_version)
 
     with stage("7. held-out evaluation after RL"):
-        _evaluate_all(services, config, "SFT+RL", report, console)
-    return result
+        await _evaluate_all(clients, config, "SFT+RL", report, console)
 
 
 class _Stages:
-    """Prints each stage and its duration; turns API errors into ``LoopError``."""
+    """Prints each stage and its duration; turns API errors (and a request the loop's
+    configuration makes invalid) into ``LoopError``."""
 
     def __init__(self, console: Console, report: RunReport) -> None:
         self.console = console
@@ -228,83 +275,92 @@ class _Stages:
             self.console.print(f"[green]done[/] in {seconds:.0f} s")
             self.report.fact(f"time: {self.name}", f"{seconds:.0f} s")
             return
-        if isinstance(exc, ApiError | LoopError):
+        if isinstance(exc, ServiceError | LoopError | ValidationError):
             raise LoopError(f"{self.name}: {exc}") from exc
 
 
-def _synthesize(
-    services: Services,
+async def _synthesize(
+    clients: _Clients,
     config: LoopConfig,
     split: str,
     count: int,
     domains: list[str] | None,
     console: Console,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"count": count, "seed": config.seed, "split": split}
-    body |= {"hops": config.hops} | ({"domains": domains} if domains else {})
-    job = services.synth.post("/v1/jobs/environments", body).json()
-    console.print(f"{split}: job {job['id']}")
-    return _finished_job(follow(services.synth, job["id"]), f"{split} synthesis job")
+) -> SynthesisJob:
+    request = EnvironmentJobRequest(
+        count=count, seed=config.seed, split=split, hops=config.hops, domains=domains or None
+    )
+    job = await clients.synth.start_environment_job(request)
+    console.print(f"{split}: job {job.id}")
+    return _finished_job(await follow_job(clients.synth, job.id), f"{split} synthesis job")
 
 
-def _finished_job(job: dict[str, Any], what: str) -> dict[str, Any]:
-    if job["state"] != "succeeded":
-        raise LoopError(f"{what} {job['id']} {job['state']}: {job.get('error')}")
+def _finished_job(job: SynthesisJob, what: str) -> SynthesisJob:
+    if job.state != "succeeded":
+        raise LoopError(f"{what} {job.id} {job.state}: {job.error}")
     return job
 
 
-def _train(
-    services: Services,
-    kind: str,
-    body: dict[str, Any],
-    steps: int,
-    config: LoopConfig,
-    console: Console,
-) -> dict[str, Any]:
-    run: dict[str, Any] = services.trainer.post(f"/v1/runs/{kind}", body).json()
+async def _train(
+    clients: _Clients, run: RunStatus, steps: int, config: LoopConfig, console: Console
+) -> RunStatus:
+    """Follow a started run to its end, with a progress bar of its steps."""
     deadline = time.monotonic() + config.stage_timeout_s
     with _bar(console) as progress:
-        bar = progress.add_task(f"{kind} {run['run_id']}", total=steps)
+        bar = progress.add_task(f"{run.kind} {run.run_id}", total=steps)
         while True:
-            run = dict(services.trainer.get(f"/v1/runs/{run['run_id']}"))
-            progress.update(bar, completed=run["step"])
-            if run["state"] == "finished":
+            run = await clients.trainer.run_status(run.run_id)
+            progress.update(bar, completed=run.step)
+            if run.state == "finished":
                 return run
-            if run["state"] in ("failed", "stopped"):
-                raise LoopError(f"{kind} run {run['run_id']} {run['state']}: {run.get('error')}")
+            if run.state in ("failed", "stopped"):
+                raise LoopError(f"{run.kind} run {run.run_id} {run.state}: {run.error}")
             if time.monotonic() > deadline:
-                raise LoopError(f"{kind} run {run['run_id']} did not finish in time")
-            time.sleep(1.0)
+                raise LoopError(f"{run.kind} run {run.run_id} did not finish in time")
+            await asyncio.sleep(1.0)
 
 
-def _wait_pointer(services: Services, checkpoint: str, timeout_s: float) -> dict[str, Any]:
+async def _wait_pointer(clients: _Clients, checkpoint: str, timeout_s: float) -> PolicyPointer:
     """The policy pointer once the GRPO run has published its starting weights."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            pointer: dict[str, Any] = services.trainer.get("/v1/policy")
-        except ApiError:
-            pointer = {}
-        if pointer.get("checkpoint_uri", "").rstrip("/").endswith(checkpoint.rstrip("/")):
+            pointer = await clients.trainer.current_policy()
+        except ServiceError:
+            pointer = None
+        if pointer is not None and pointer.checkpoint_uri.rstrip("/").endswith(
+            checkpoint.rstrip("/")
+        ):
             return pointer
-        time.sleep(1.0)
+        await asyncio.sleep(1.0)
     raise LoopError("the GRPO run did not publish its starting policy in time")
 
 
-def _evaluate_all(
-    services: Services, config: LoopConfig, label: str, report: RunReport, console: Console
+async def _evaluate_all(
+    clients: _Clients, config: LoopConfig, label: str, report: RunReport, console: Console
 ) -> None:
-    limits = {"max_turns": config.max_turns}
-    sampling = {"temperature": 0.0, "max_tokens": config.max_tokens}
-    common = {"limit": config.eval_limit, "limits": limits, "sampling": sampling}
-    status = run_evaluation(
-        services.rollout, {"suite": "heldout-procedural", "label": label, **common}
+    limits = EpisodeLimits(max_turns=config.max_turns)
+    sampling = SamplingParams(temperature=0.0, max_tokens=config.max_tokens)
+    heldout = EvaluationRequest(
+        suite="heldout-procedural",
+        label=label,
+        limit=config.eval_limit,
+        limits=limits,
+        sampling=sampling,
     )
+    status = (await follow_evaluation(clients.rollout, heldout)).model_dump(mode="json")
     report.evaluations[f"{label} · held-out"] = status
     _show(console, status)
     if config.bfcl_limit:
-        body = {"suite": "bfcl-multi-turn", "categories": ["base"], "label": label, **common}
-        bfcl = run_evaluation(services.rollout, body | {"limit": config.bfcl_limit})
+        request = EvaluationRequest(
+            suite="bfcl-multi-turn",
+            categories=["base"],
+            label=label,
+            limit=config.bfcl_limit,
+            limits=limits,
+            sampling=sampling,
+        )
+        bfcl = (await follow_evaluation(clients.rollout, request)).model_dump(mode="json")
         report.evaluations[f"{label} · BFCL base"] = bfcl
         _show(console, bfcl)
     _show_comparisons(console, report, label)
@@ -332,124 +388,125 @@ def _show_comparisons(console: Console, report: RunReport, label: str) -> None:
             console.print(comparison_sentence(compared).replace("**", ""), markup=False)
 
 
-def _rollouts_until_trained(
-    services: Services, config: LoopConfig, train_job: str, grpo_run: str, console: Console
-) -> list[dict[str, Any]]:
+async def _rollouts_until_trained(
+    clients: _Clients, config: LoopConfig, train_job: str, grpo_run: str, console: Console
+) -> list[BatchStatus]:
     """Rollout batches until the GRPO run has made its steps (or the batch budget is spent)."""
-    batches: list[dict[str, Any]] = []
+    batches: list[BatchStatus] = []
     for index in range(config.max_rollout_batches):
-        body = {
-            "query": {"job_id": train_job, "limit": config.rollout_envs},
-            "group_size": config.group_size,
-            "sampling": {"temperature": 1.0, "max_tokens": config.max_tokens},
-            "limits": {"max_turns": config.max_turns},
-            "distractors": {
-                "enabled": config.distractors_per_band > 0,
-                "per_band": config.distractors_per_band,
-                "seed": config.seed + index,
-            },
-            "seed": config.seed + 1000 * index,
-        }
-        batch = services.rollout.post("/v1/batches", body).json()
-        batch = _follow_batch(services, batch, console, f"rollouts, batch {index + 1}")
+        request = BatchRequest(
+            query=RegistryQuery(job_id=train_job, limit=config.rollout_envs),
+            group_size=config.group_size,
+            sampling=SamplingParams(temperature=1.0, max_tokens=config.max_tokens),
+            limits=EpisodeLimits(max_turns=config.max_turns),
+            distractors=DistractorOptions(
+                enabled=config.distractors_per_band > 0,
+                per_band=config.distractors_per_band,
+                seed=config.seed + index,
+            ),
+            seed=config.seed + 1000 * index,
+        )
+        batch = await clients.rollout.start_batch(request)
+        batch = await _follow_batch(clients, batch, console, f"rollouts, batch {index + 1}")
         batches.append(batch)
-        run = _wait_steps(services, grpo_run, config, idle_s=20.0)
-        if run["state"] == "finished" or run["step"] >= config.grpo_steps:
+        run = await _wait_steps(clients, grpo_run, config, idle_s=20.0)
+        if run.state == "finished" or run.step >= config.grpo_steps:
             return batches
         console.print(
-            f"GRPO at step {run['step']} of {config.grpo_steps}: groups without reward "
+            f"GRPO at step {run.step} of {config.grpo_steps}: groups without reward "
             "variance are skipped; playing another batch"
         )
-    run = _wait_steps(services, grpo_run, config, idle_s=60.0)
-    if run["step"] < config.grpo_steps:
+    run = await _wait_steps(clients, grpo_run, config, idle_s=60.0)
+    if run.step < config.grpo_steps:
         # Said in the report, not fatal: the evaluation after RL then measures these steps.
-        services.trainer.post(f"/v1/runs/{grpo_run}/stop", {})
+        await clients.trainer.stop_run(grpo_run)
         console.print(
-            f"[yellow]GRPO made {run['step']} of {config.grpo_steps} steps after "
+            f"[yellow]GRPO made {run.step} of {config.grpo_steps} steps after "
             f"{config.max_rollout_batches} rollout batches: too few groups whose rewards vary "
             "(a policy that always fails or always succeeds gives GRPO nothing to learn from)"
         )
     return batches
 
 
-def _follow_batch(
-    services: Services, batch: dict[str, Any], console: Console, title: str
-) -> dict[str, Any]:
+async def _follow_batch(
+    clients: _Clients, batch: BatchStatus, console: Console, title: str
+) -> BatchStatus:
     with _bar(console) as progress:
-        bar = progress.add_task(title, total=batch["total"])
-        while batch["state"] not in ("succeeded", "failed", "cancelled"):
-            time.sleep(1.0)
-            batch = services.rollout.get(f"/v1/batches/{batch['id']}")
-            progress.update(bar, completed=batch["done"])
-    if batch["state"] != "succeeded":
-        raise LoopError(f"rollout batch {batch['id']} {batch['state']}: {batch.get('error')}")
-    summary = batch["summary"]
+        bar = progress.add_task(title, total=batch.total)
+        while not batch.state.terminal:
+            await asyncio.sleep(1.0)
+            batch = await clients.rollout.batch_status(batch.id)
+            progress.update(bar, completed=batch.done)
+    if batch.state != "succeeded":
+        raise LoopError(f"rollout batch {batch.id} {batch.state}: {batch.error}")
+    summary = batch.summary
     console.print(
-        f"{batch['published']} trajectories published; mean F1 {_num(summary['mean_reward'])}, "
-        f"{summary['groups_with_variance']} of {summary['groups_done']} groups with varying rewards"
+        f"{batch.published} trajectories published; mean F1 {_num(summary.mean_reward)}, "
+        f"{summary.groups_with_variance} of {summary.groups_done} groups with varying rewards"
     )
     return batch
 
 
-def _wait_steps(
-    services: Services, grpo_run: str, config: LoopConfig, idle_s: float
-) -> dict[str, Any]:
+async def _wait_steps(
+    clients: _Clients, grpo_run: str, config: LoopConfig, idle_s: float
+) -> RunStatus:
     """The GRPO run once it reached its steps, ended, or made no progress for ``idle_s``."""
-    run: dict[str, Any] = services.trainer.get(f"/v1/runs/{grpo_run}")
-    last_step, last_change = run["step"], time.monotonic()
-    while run["state"] in ("pending", "running") and run["step"] < config.grpo_steps:
-        if time.monotonic() - last_change > idle_s and not _step_in_progress(services, grpo_run):
+    run = await clients.trainer.run_status(grpo_run)
+    last_step, last_change = run.step, time.monotonic()
+    while run.state in ("pending", "running") and run.step < config.grpo_steps:
+        if time.monotonic() - last_change > idle_s and not await _step_in_progress(
+            clients, grpo_run
+        ):
             break
         if time.monotonic() - last_change > config.stage_timeout_s:
             raise LoopError(f"GRPO run {grpo_run} made no progress in {config.stage_timeout_s} s")
-        time.sleep(1.0)
-        run = services.trainer.get(f"/v1/runs/{grpo_run}")
-        if run["step"] != last_step:
-            last_step, last_change = run["step"], time.monotonic()
-    if run["state"] == "failed":
-        raise LoopError(f"GRPO run {grpo_run} failed: {run.get('error')}")
+        await asyncio.sleep(1.0)
+        run = await clients.trainer.run_status(grpo_run)
+        if run.step != last_step:
+            last_step, last_change = run.step, time.monotonic()
+    if run.state == "failed":
+        raise LoopError(f"GRPO run {grpo_run} failed: {run.error}")
     return run
 
 
-def _step_in_progress(services: Services, run_id: str) -> bool:
+async def _step_in_progress(clients: _Clients, run_id: str) -> bool:
     """Whether the run has started an optimizer step it has not finished (the newest of its
     step events is a start)."""
     for tail in (16, None):  # the recent records nearly always hold one; else all of them
-        params = {"tail": tail} if tail else None
-        rows = services.trainer.get(f"/v1/runs/{run_id}/metrics", params=params)
+        rows = await clients.trainer.run_metrics(run_id, tail=tail)
         events = [row.get("event") for row in rows if row.get("event") in ("step_started", "step")]
         if events or tail is None:
             return bool(events) and events[-1] == "step_started"
     return False
 
 
-def _metrics(services: Services, run_id: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = services.trainer.get(f"/v1/runs/{run_id}/metrics")
+async def _metrics(clients: _Clients, run_id: str) -> list[dict[str, Any]]:
+    rows = await clients.trainer.run_metrics(run_id)
     return [row for row in rows if row.get("event", "step") == "step"]
 
 
-def _synthesis_section(train: dict[str, Any], heldout: list[dict[str, Any]]) -> str:
+def _synthesis_section(train: SynthesisJob, heldout: list[SynthesisJob]) -> str:
     lines = []
     for job in [train, *heldout]:
-        stats = job["result"]
+        stats = job.result
         lines.append(
-            f"- `{job['params']['split']}` (job `{job['id']}`): {stats.get('registered', 0)} "
+            f"- `{job.params['split']}` (job `{job.id}`): {stats.get('registered', 0)} "
             f"registered; hops {stats.get('hops')}; scenario types {stats.get('scenario_types')};"
             f" domains {stats.get('domains')}; rejected {stats.get('rejected') or 'none'}"
         )
     return "\n".join(lines)
 
 
-def _rollout_section(batches: list[dict[str, Any]]) -> str:
+def _rollout_section(batches: list[BatchStatus]) -> str:
     lines = []
     for batch in batches:
-        summary = batch["summary"]
+        summary = batch.summary
         lines.append(
-            f"- batch `{batch['id']}`: {batch['published']} trajectories on the stream, "
-            f"{batch['failed']} failed; mean F1 {_num(summary['mean_reward'])}, success "
-            f"{_num(summary['success_rate'])}, turns {_num(summary['mean_turns'])}, calls "
-            f"{_num(summary['mean_tool_calls'])}; {summary['groups_with_variance']}/"
-            f"{summary['groups_done']} groups with varying rewards"
+            f"- batch `{batch.id}`: {batch.published} trajectories on the stream, "
+            f"{batch.failed} failed; mean F1 {_num(summary.mean_reward)}, success "
+            f"{_num(summary.success_rate)}, turns {_num(summary.mean_turns)}, calls "
+            f"{_num(summary.mean_tool_calls)}; {summary.groups_with_variance}/"
+            f"{summary.groups_done} groups with varying rewards"
         )
     return "\n".join(lines)
 

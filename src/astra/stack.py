@@ -6,6 +6,7 @@ Embedded defaults: a SQLite file and a private Redis server under the state dire
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -22,6 +23,8 @@ from typing import Any
 import httpx
 
 from astra.redis_server import RedisServer, free_port
+from astra_common.clients import ServiceError
+from astra_common.clients.synth import SynthClient
 from astra_common.processes import spawn, stop_all, tail
 
 SERVICES = ("synth", "envhost", "rollout", "trainer")
@@ -259,8 +262,7 @@ class LocalStack:
                         report(f"{name} healthy at {child.url}")
                         del pending[name]
                 if not worker_ready and "synth" not in pending:
-                    workers = _get_json(client, f"{self.url('synth')}/v1/workers")
-                    worker_ready = bool(workers and workers.get("count"))
+                    worker_ready = _workers_answering(self.url("synth"), timeout_s=2.0) > 0
                     if worker_ready:
                         report("synth-worker answering")
                 if time.monotonic() > deadline:
@@ -361,15 +363,17 @@ def _get_ok(client: httpx.Client, url: str) -> bool:
         return False
 
 
-def _get_json(client: httpx.Client, url: str) -> dict[str, Any] | None:
+def _workers_answering(synth_url: str, *, timeout_s: float) -> int:
+    """How many synth workers answer a ping (0 when synth cannot say)."""
+
+    async def ask() -> int:
+        async with SynthClient(synth_url, timeout_s=timeout_s) as synth:
+            return (await synth.workers()).count
+
     try:
-        response = client.get(url)
-    except httpx.HTTPError:
-        return None
-    if response.status_code != 200:
-        return None
-    body: dict[str, Any] = response.json()
-    return body
+        return asyncio.run(ask())
+    except ServiceError:
+        return 0
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
@@ -384,6 +388,7 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
 def health_report(state: dict[str, Any], timeout: float = 3.0) -> list[tuple[str, str, bool, str]]:
     """(name, url, healthy, detail) for each service of a running stack, and for Redis."""
     rows: list[tuple[str, str, bool, str]] = []
+    answered: set[str] = set()
     with httpx.Client(timeout=timeout) as client:
         for name, info in state["services"].items():
             if info["url"] is None:
@@ -393,10 +398,13 @@ def health_report(state: dict[str, Any], timeout: float = 3.0) -> list[tuple[str
                 body = response.json()
                 detail = ", ".join(f"{k}: {v}" for k, v in body.get("checks", {}).items())
                 rows.append((name, info["url"], response.status_code == 200, detail or "ok"))
+                answered.add(name)
             except (httpx.HTTPError, ValueError) as exc:
                 rows.append((name, info["url"], False, f"unreachable: {exc}"))
         synth = state["services"].get("synth", {}).get("url")
-        workers = _get_json(client, f"{synth}/v1/workers") if synth else None
-        count = int(workers["count"]) if workers else 0
+        # Asked only of a synth that answered its health check: one that is down would be
+        # asked again and again (the client retries reads), for the same answer.
+        reachable = synth is not None and "synth" in answered
+        count = _workers_answering(synth, timeout_s=timeout) if reachable else 0
         rows.append(("synth-worker", "(celery)", count > 0, f"{count} worker(s) answering"))
     return rows
