@@ -55,9 +55,10 @@ from astra_proto import (
     SyntheticTool,
     ToolSpec,
 )
-from astra_rollout.agent import EpisodeLimits, run_episode
+from astra_proto.api.rollout import EpisodeLimits, SamplingParams
+from astra_rollout.agent import run_episode
 from astra_rollout.envhost_client import ToolOutcome, ToolSession
-from astra_rollout.policy import Completion, PolicyClient, SamplingParams
+from astra_rollout.policy import Completion, PolicyClient
 
 CONCURRENCY = (1, 64, 256)
 TARGET_CPU_MS_PER_TURN = 3.0

@@ -1,7 +1,7 @@
 """The table "Inter-service calls" of docs/architecture.md against the code.
 
 The calls are found by scanning the source of every package that runs (``astra``,
-``astra_common`` and the four services) with these rules:
+``astra_common``, ``astra_proto`` and the four services) with these rules:
 
 - HTTP: a string literal or f-string that, after a leading placeholder (a base URL) and
   without its query string, is a wire path: ``/v1/...``, ``/healthz``, or one of the
@@ -10,6 +10,10 @@ The calls are found by scanning the source of every package that runs (``astra``
 - MCP: a path literal ending in ``/mcp``; and a module that imports the MCP SDK's ``Client``.
 - Redis: a use of a Redis name that ``astra_proto.stream`` defines (its ``astra:`` constants),
   by constant or by its literal value.
+- Typed clients: the HTTP calls of a service client (``astra_common.clients.<service>``) are
+  found in its methods, as above, and counted where they are used: a module that imports a
+  client class and calls one of the methods that class defines (``.start_batch(...)``) makes
+  the calls of that method.
 
 Docstrings are no calls. Modules that serve these paths, and a few strings that name a path
 without calling it, are listed below with the reason. Every call found must have a row naming
@@ -20,6 +24,7 @@ apps' OpenAPI plus their MCP routes), naming models that exist in ``astra_proto`
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ import pytest
 from service_apps import routes_by_service
 
 import astra_proto
+import astra_proto.api
 import astra_proto.stream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +43,7 @@ SECTION = "## Inter-service calls"
 CALLER_PACKAGES = {
     "astra": REPO_ROOT / "src" / "astra",
     "astra_common": REPO_ROOT / "libs" / "common" / "src" / "astra_common",
+    "astra_proto": REPO_ROOT / "proto" / "src" / "astra_proto",
     "astra_synth": REPO_ROOT / "services" / "synth" / "src" / "astra_synth",
     "astra_envhost": REPO_ROOT / "services" / "envhost" / "src" / "astra_envhost",
     "astra_rollout": REPO_ROOT / "services" / "rollout" / "src" / "astra_rollout",
@@ -47,6 +54,7 @@ SERVING_MODULES = {
     "astra_common.service": "declares /healthz, /metrics and /v1/info of every app",
     "astra_envhost.app": "declares the MCP routes",
     "astra_envhost.fast_path": "answers the MCP route it names",
+    "astra_proto.stream": "defines the Redis names",
 }
 NOT_CALLS = {
     ("astra_envhost.episodes", "/episodes/{}/mcp"): "the MCP URL an episode hands its client",
@@ -147,14 +155,90 @@ def scan_module(module: str, source: str) -> Iterator[Call]:
                 yield Call("MCP" if path.endswith("/mcp") else "HTTP", path, module)
 
 
+ClientMethods = dict[str, dict[str, set[tuple[str, str]]]]
+"""Client class name → method name → the (kind, target) calls the method makes."""
+
+
+def client_methods(module: str, source: str) -> ClientMethods:
+    """The methods of the ``ServiceClient`` subclasses in a client module's source, each with
+    the calls it makes itself or through another method of its class (``self.other()``)."""
+    tree = ast.parse(source)
+    found: ClientMethods = {}
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        if not any(isinstance(b, ast.Name) and b.id == "ServiceClient" for b in cls.bases):
+            continue
+        direct: dict[str, set[tuple[str, str]]] = {}
+        uses: dict[str, set[str]] = {}
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            body = ast.Module(body=method.body, type_ignores=[])
+            direct[method.name] = {
+                (c.kind, c.target) for c in scan_module(module, ast.unparse(body))
+            }
+            uses[method.name] = {
+                node.func.attr
+                for node in ast.walk(method)
+                if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "self"
+            }
+        for name in direct:
+            seen, todo, calls = {name}, [name], set()
+            while todo:
+                current = todo.pop()
+                calls |= direct.get(current, set())
+                for other in uses.get(current, set()) & set(direct) - seen:
+                    seen.add(other)
+                    todo.append(other)
+            if calls and not name.startswith("_"):
+                found.setdefault(cls.name, {})[name] = calls
+    return found
+
+
+def scan_client_uses(module: str, source: str, clients: ClientMethods) -> Iterator[Call]:
+    """The calls a module makes through the typed clients it imports: a call of a method that
+    one of those client classes defines."""
+    tree = ast.parse(source)
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("astra_common.clients")
+        for alias in node.names
+        if alias.name in clients
+    }
+    methods: dict[str, set[tuple[str, str]]] = {}
+    for name in imported:
+        for method, calls in clients[name].items():
+            methods.setdefault(method, set()).update(calls)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            for kind, target in methods.get(node.func.attr, ()):
+                yield Call(kind, target, module)
+
+
 def scan_packages(packages: dict[str, Path] = CALLER_PACKAGES) -> set[Call]:
-    """Every call the running packages make (serving modules left out)."""
-    calls: set[Call] = set()
+    """Every call the running packages make (serving modules left out), directly or through
+    a typed client."""
+    sources: dict[str, str] = {}
     for package, root in packages.items():
         for path in sorted(root.rglob("*.py")):
             module = module_name(package, root, path)
             if module not in SERVING_MODULES:
-                calls.update(scan_module(module, path.read_text()))
+                sources[module] = path.read_text()
+    clients: ClientMethods = {}
+    for module, source in sources.items():
+        if module.startswith("astra_common.clients."):
+            clients.update(client_methods(module, source))
+    calls: set[Call] = set()
+    for module, source in sources.items():
+        if not module.startswith("astra_common.clients."):  # counted where they are used
+            calls.update(scan_module(module, source))
+        calls.update(scan_client_uses(module, source, clients))
     return calls
 
 
@@ -248,13 +332,21 @@ def rows_not_served(rows: Iterable[Row], routes: dict[str, set[tuple[str, str]]]
     return problems
 
 
+def proto_has(name: str) -> bool:
+    """Whether ``astra_proto`` or one of its ``astra_proto.api.<service>`` modules defines
+    ``name``."""
+    modules = [importlib.import_module(f"astra_proto.api.{s}") for s in astra_proto.api.SERVICES]
+    return any(hasattr(module, name) for module in (astra_proto, *modules))
+
+
 def unknown_contracts(rows: Iterable[Row]) -> list[str]:
-    """Model names in the contract column that ``astra_proto`` does not export."""
+    """Model names in the contract column that ``astra_proto`` (with its ``api`` modules) does
+    not define."""
     problems = []
     for row in rows:
         for span in _BACKTICKED.findall(row.contract):
             for name in re.findall(r"[A-Z]\w*", span):
-                if not hasattr(astra_proto, name):
+                if not proto_has(name):
                     problems.append(f"{row.call}: astra_proto has no {name}")
     return problems
 
@@ -375,3 +467,38 @@ def test_a_row_to_a_route_the_callee_does_not_serve_is_reported() -> None:
 def test_a_contract_that_is_no_proto_model_is_reported() -> None:
     rows = table_rows(PROBE_TABLE.replace("`Episode`", "`EpisodeReply`"))
     assert unknown_contracts(rows) == ["POST /v1/episodes: astra_proto has no EpisodeReply"]
+
+
+def test_a_call_through_a_typed_client_is_found_where_the_client_is_used() -> None:
+    client_source = (
+        "from astra_common.clients.base import ServiceClient\n"
+        "class RolloutClient(ServiceClient):\n"
+        "    async def start_batch(self, request):\n"
+        '        return await self._post("/v1/batches", request)\n'
+        "    async def _post(self, path, body):\n"
+        "        return await self.post(path, None, body)\n"
+        "    async def batch_status(self, batch_id):\n"
+        '        return await self.get(f"/v1/batches/{batch_id}", None)\n'
+    )
+    clients = client_methods("astra_common.clients.rollout", client_source)
+    assert clients == {
+        "RolloutClient": {
+            "start_batch": {("HTTP", "/v1/batches")},
+            "batch_status": {("HTTP", "/v1/batches/{}")},
+        }
+    }
+    user_source = (
+        "from astra_common.clients.rollout import RolloutClient as Rollout\n"
+        "async def go(rollout: Rollout, request):\n"
+        "    await rollout.start_batch(request)\n"
+    )
+    found = set(scan_client_uses("astra.loop", user_source, clients))
+    assert found == {Call("HTTP", "/v1/batches", "astra.loop")}
+    assert calls_missing_from_table(found, table_rows(PROBE_TABLE)) == [
+        "astra.loop: HTTP /v1/batches"
+    ]
+    # A module that does not import the client makes no call through it.
+    assert (
+        set(scan_client_uses("astra.x", "async def go(r):\n    await r.start_batch(1)\n", clients))
+        == set()
+    )

@@ -16,9 +16,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from astra.api_client import service_url
 from astra.cli_support import fail as _fail
-from astra.cli_support import with_client
+from astra.cli_support import service_url, with_client
 from astra.cli_synth import invalid, start_job
 from astra_common.clients.synth import SynthClient
 from astra_proto import Trajectory

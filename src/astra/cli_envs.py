@@ -9,8 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from astra.api_client import service_url
-from astra.cli_support import console, err_console, with_client
+from astra.cli_support import console, err_console, service_url, with_client
 from astra.cli_support import fail as _fail
 from astra.cli_synth import invalid, start_job
 from astra_common.clients.synth import SynthClient

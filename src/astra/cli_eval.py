@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +15,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from astra.api_client import ApiClient
 from astra.cli_support import fail, with_client
 from astra.report import format_score, score_rows
 from astra.stats import RESAMPLES, SEED
@@ -29,8 +27,6 @@ from astra_proto.api.rollout import (
 )
 
 console = Console()
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _progress(show: bool) -> Progress:
@@ -63,25 +59,6 @@ async def follow_evaluation(
                 return status
             await asyncio.sleep(poll_s)
             status = await rollout.evaluation_status(status.id)
-
-
-def run_evaluation(
-    client: ApiClient, body: dict[str, Any], poll_s: float = 1.0, show: bool = True
-) -> dict[str, Any]:
-    """Start an evaluation through a synchronous ``ApiClient`` (the loop's services) and follow
-    it to its end; returns its final status as JSON."""
-    status: dict[str, Any] = client.post("/v1/evaluations", body).json()
-    with _progress(show) as progress:
-        bar = progress.add_task(f"{body['suite']}", total=status["total"], reward="-")
-        while True:
-            overall = status.get("overall") or {}
-            progress.update(
-                bar, completed=status["done"], reward=_reward(overall.get("mean_reward"))
-            )
-            if status["state"] in TERMINAL:
-                return status
-            time.sleep(poll_s)
-            status = client.get(f"/v1/evaluations/{status['id']}")
 
 
 def score_table(status: Mapping[str, Any]) -> Table:

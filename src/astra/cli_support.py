@@ -4,6 +4,8 @@ with errors turned into that exit."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -11,7 +13,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from astra.api_client import service_url
+from astra.stack import read_state
 from astra_common.clients import ServiceClient, ServiceError, ServiceUnreachable
 
 C = TypeVar("C", bound=ServiceClient)
@@ -19,6 +21,21 @@ T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def service_url(service: str, explicit: str | None, state_dir: Path) -> str:
+    """The base URL of ``service``: the flag, else ``ASTRA_<SERVICE>_URL``, else the running
+    local stack, else the default local port."""
+    if explicit:
+        return explicit.rstrip("/")
+    from_env = os.environ.get(f"ASTRA_{service.upper()}_URL")
+    if from_env:
+        return from_env.rstrip("/")
+    state = read_state(state_dir.resolve())
+    if state is not None and state["services"].get(service, {}).get("url"):
+        return str(state["services"][service]["url"])
+    ports = {"synth": 8100, "envhost": 8101, "rollout": 8102, "trainer": 8103}
+    return f"http://127.0.0.1:{ports[service]}"
 
 
 def fail(message: str) -> typer.Exit:
@@ -44,6 +61,9 @@ def with_client(
     page = with_client(SynthClient, synth_url, state_dir, lambda s: s.list_jobs(limit=20))
     ```
     """
+
+    # A read's retries log a warning each; a command prints only its one line of outcome.
+    logging.getLogger("astra.retry").setLevel(logging.ERROR)
 
     async def main() -> T:
         base = service_url(client_type.service, url, state_dir)

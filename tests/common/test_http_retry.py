@@ -22,7 +22,8 @@ from astra_common.retry import (
     retry_http,
 )
 from astra_proto import Message
-from astra_rollout.policy import PolicyClient, SamplingParams
+from astra_proto.api.rollout import SamplingParams
+from astra_rollout.policy import PolicyClient
 from astra_synth.llm.openai_chat import OpenAIChatModel
 
 FAST = HttpRetryPolicy(retries=3, backoff_s=0.01, max_backoff_s=0.05)

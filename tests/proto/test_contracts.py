@@ -11,11 +11,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import envhost_contract_examples
 import jsonschema
 import pytest
+import rollout_contract_examples
+import synth_contract_examples
+import trainer_contract_examples
 from pydantic import BaseModel, ValidationError
 
 import astra_proto
+import astra_proto.api
 from astra_proto import (
     SCHEMA_VERSION,
     BuiltinBackend,
@@ -292,6 +297,22 @@ EXAMPLES: dict[str, BaseModel] = {
 }
 """One example per model exported by ``astra_proto``, keyed by its exported name."""
 
+SERVICE_EXAMPLES = {
+    "envhost": envhost_contract_examples.EXAMPLES,
+    "synth": synth_contract_examples.EXAMPLES,
+    "rollout": rollout_contract_examples.EXAMPLES,
+    "trainer": trainer_contract_examples.EXAMPLES,
+}
+API_EXAMPLES: dict[str, BaseModel] = {
+    f"{service}.{name}": example
+    for service, examples in SERVICE_EXAMPLES.items()
+    for name, example in examples.items()
+}
+"""One example per published contract of ``astra_proto.api.<service>``, keyed as its schema
+file is named (``<service>.<Model>``); each lives beside its service's tests."""
+
+ALL_EXAMPLES = EXAMPLES | API_EXAMPLES
+
 NOT_CONTRACTS = {"ContractModel"}  # the base class: no fields, never sent on its own
 
 
@@ -317,10 +338,19 @@ def test_every_exported_model_has_an_example() -> None:
         assert isinstance(example, getattr(astra_proto, name))
 
 
+def test_every_published_api_contract_has_an_example() -> None:
+    assert set(SERVICE_EXAMPLES) == set(astra_proto.api.SERVICES)
+    for service, examples in SERVICE_EXAMPLES.items():
+        contracts = importlib.import_module(f"astra_proto.api.{service}").CONTRACTS
+        assert set(examples) == set(contracts), service
+        for name, example in examples.items():
+            assert type(example) is contracts[name], (service, name)
+
+
 def test_every_model_in_the_package_is_a_strict_contract() -> None:
     modules = [
-        importlib.import_module(f"astra_proto.{info.name}")
-        for info in pkgutil.iter_modules(astra_proto.__path__)
+        importlib.import_module(info.name)
+        for info in pkgutil.walk_packages(astra_proto.__path__, prefix="astra_proto.")
     ]
     models = {
         obj
@@ -334,9 +364,9 @@ def test_every_model_in_the_package_is_a_strict_contract() -> None:
         assert model.model_config.get("extra") == "forbid", model
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_round_trip(name: str) -> None:
-    example = EXAMPLES[name]
+    example = ALL_EXAMPLES[name]
     model = type(example)
     text = example.model_dump_json()
     assert model.model_validate_json(text) == example
@@ -346,9 +376,9 @@ def test_round_trip(name: str) -> None:
     assert model.model_validate_json(text).model_dump_json() == text
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_unknown_top_level_field_is_rejected(name: str) -> None:
-    example = EXAMPLES[name]
+    example = ALL_EXAMPLES[name]
     data = example.model_dump(mode="json") | {"unexpected": 1}
     with pytest.raises(ValidationError) as info:
         type(example).model_validate(data)
@@ -448,7 +478,8 @@ def test_published_schema_validates_an_instance(name: str) -> None:
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
     validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
-    instance = example_for(CONTRACTS[name]).model_dump(mode="json")
+    example = API_EXAMPLES[name] if name in API_EXAMPLES else example_for(CONTRACTS[name])
+    instance = example.model_dump(mode="json")
     validator.validate(instance)
     # The schema forbids what the model forbids.
     with pytest.raises(jsonschema.ValidationError):

@@ -255,13 +255,13 @@ JobRequest = EnvironmentJobRequest | DatasetJobRequest | TaskJobRequest | Trajec
 """Any request that starts a job."""
 
 
-class JobPage(BaseModel):
+class JobPage(ContractModel):
     """A page of jobs, newest first."""
 
     items: list[SynthesisJob]
 
 
-class JobStats(BaseModel):
+class JobStats(ContractModel):
     """A job's yield: what it registered (hops, scenario types, tools per environment,
     domains, splits) and what it rejected, by reason."""
 
@@ -271,7 +271,7 @@ class JobStats(BaseModel):
     stats: dict[str, Any]
 
 
-class WorkerList(BaseModel):
+class WorkerList(ContractModel):
     """The Celery workers that answered a ping."""
 
     count: int
@@ -294,7 +294,7 @@ class EnvironmentQuery(ContractModel):
     max_hops: int | None = Field(default=None, ge=0)
 
 
-class EnvironmentSummary(BaseModel):
+class EnvironmentSummary(ContractModel):
     """One environment in a listing."""
 
     id: str
@@ -323,14 +323,14 @@ class EnvironmentSummary(BaseModel):
         )
 
 
-class EnvironmentPage(BaseModel):
+class EnvironmentPage(ContractModel):
     """A page of environments and how many match in all."""
 
     total: int
     items: list[EnvironmentSummary]
 
 
-class VerificationReport(BaseModel):
+class VerificationReport(ContractModel):
     """A certificate re-checked from the spec alone: every reference call replayed."""
 
     env_id: str
@@ -339,7 +339,7 @@ class VerificationReport(BaseModel):
     problems: list[str]
 
 
-class Registered(BaseModel):
+class Registered(ContractModel):
     """The outcome of registering a spec."""
 
     id: str
@@ -538,7 +538,7 @@ class EmulateReply(ContractModel):
 # --- the web console's reads ------------------------------------------------------------------
 
 
-class EpisodeSummary(BaseModel):
+class EpisodeSummary(ContractModel):
     """One episode in a listing: who, when, how many calls, and its F1 once scored."""
 
     id: str
@@ -552,14 +552,14 @@ class EpisodeSummary(BaseModel):
     last_active_at: datetime
 
 
-class EpisodePage(BaseModel):
+class EpisodePage(ContractModel):
     """A page of episodes, newest first, and how many match in all."""
 
     total: int
     items: list[EpisodeSummary]
 
 
-class TrajectorySummary(BaseModel):
+class TrajectorySummary(ContractModel):
     """One archived trajectory in a listing (its messages are in the full record)."""
 
     id: str
@@ -572,21 +572,21 @@ class TrajectorySummary(BaseModel):
     created_at: datetime
 
 
-class TrajectoryPage(BaseModel):
+class TrajectoryPage(ContractModel):
     """A page of trajectories, newest first, and how many match in all."""
 
     total: int
     items: list[TrajectorySummary]
 
 
-class TrainingRuns(BaseModel):
+class TrainingRuns(ContractModel):
     """The trainer's runs, as it lists them."""
 
     trainer_url: str
     runs: list[dict[str, Any]]
 
 
-class TrainingMetrics(BaseModel):
+class TrainingMetrics(ContractModel):
     """One run's metrics: one object per optimizer step (its scalar fields), in step order."""
 
     trainer_url: str
