@@ -40,6 +40,7 @@ from astra_proto import (
     sha256_hex,
 )
 from astra_proto.answers import output_holds_answer
+from astra_proto.api.synth import DatasetManifest
 from astra_synth.trajectories.export import export_dataset
 from astra_synth.trajectories.mcp_client import (
     MCP_TIMEOUT,
@@ -50,7 +51,6 @@ from astra_synth.trajectories.mcp_client import (
     to_tool_spec,
 )
 from astra_synth.trajectories.models import (
-    DatasetManifest,
     ProgressFn,
     RejectionSink,
     ignore_rejection,

@@ -13,7 +13,6 @@ from typing import Protocol
 from pydantic import Field
 
 from astra_proto import ContractModel, StageProgress
-from astra_proto.api.synth import DatasetManifest as DatasetManifest
 from astra_proto.api.synth import ToolGraph
 
 ProgressFn = Callable[[StageProgress], None]
