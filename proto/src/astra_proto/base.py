@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 """Version of the wire contracts; bumped on any change an older reader would misread."""
+
+
+DB_INT_MAX = 2**31 - 1
+"""Largest integer a contract field compared with a database column may hold (PostgreSQL's
+``integer``; a larger one would fail inside the driver)."""
+
+DbCount = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
+"""A non-negative integer field stored in or compared with a database column."""
 
 
 class ContractModel(BaseModel):

@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import Field
 
-DB_INT_MAX = 2**31 - 1
-"""Largest integer a service passes to the database (PostgreSQL ``integer``)."""
+from astra_proto.base import DB_INT_MAX, DbCount
 
 QueryOffset = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Items to skip.")]
 """The ``offset`` query parameter of a listing."""
@@ -20,5 +18,4 @@ QueryOffset = Annotated[int, Query(ge=0, le=DB_INT_MAX, description="Items to sk
 QueryCount = Annotated[int | None, Query(ge=0, le=DB_INT_MAX)]
 """An optional non-negative integer query parameter compared with a database column."""
 
-DbCount = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
-"""A non-negative integer body field stored in or compared with a database column."""
+__all__ = ["DB_INT_MAX", "DbCount", "QueryCount", "QueryOffset"]

@@ -11,21 +11,16 @@ Every model forbids unknown fields (``ContractModel``), answers as well as reque
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
-from astra_proto.base import ContractModel
-from astra_proto.environment import EnvironmentId, ScenarioType
+from astra_proto.api.synth import EnvironmentQuery
+from astra_proto.base import DB_INT_MAX, ContractModel, DbCount
+from astra_proto.environment import EnvironmentId
 from astra_proto.jobs import JobState
 from astra_proto.tools import ToolSpec
 from astra_proto.trajectory import Trajectory
-
-DB_INT_MAX = 2**31 - 1
-"""Largest integer the rollout service passes on to a database (PostgreSQL ``integer``)."""
-
-DbCount = Annotated[int, Field(ge=0, le=DB_INT_MAX)]
-"""A non-negative integer compared with a database column (the registry's)."""
 
 MAX_ENV_IDS = 10_000
 """The most environment ids one batch may name."""
@@ -80,17 +75,10 @@ class RunStatus(ContractModel):
 # --- batches ------------------------------------------------------------------------------------
 
 
-class RegistryQuery(ContractModel):
-    """Filters of ``GET /v1/environments`` (every given one must match) and how many to take."""
+class RegistryQuery(EnvironmentQuery):
+    """Filters of synth's ``GET /v1/environments`` (every given one must match) and how many
+    environments to take."""
 
-    kind: str | None = None
-    source: str | None = None
-    domain: str | None = None
-    scenario_type: ScenarioType | None = None
-    split: str | None = None
-    job_id: str | None = None
-    min_hops: DbCount | None = None
-    max_hops: DbCount | None = None
     limit: int = Field(default=100, ge=1, le=100_000, description="Environments to take.")
     offset: DbCount = 0
 

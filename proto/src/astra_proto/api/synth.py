@@ -22,7 +22,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
 
-from astra_proto.base import ContractModel
+from astra_proto.base import ContractModel, DbCount
 from astra_proto.environment import EnvironmentSpec, ScenarioType
 from astra_proto.episode import EpisodeState
 from astra_proto.jobs import JobState, StageProgress, SynthesisJob
@@ -290,8 +290,8 @@ class EnvironmentQuery(ContractModel):
     scenario_type: ScenarioType | None = None
     split: str | None = None
     job_id: str | None = None
-    min_hops: int | None = Field(default=None, ge=0)
-    max_hops: int | None = Field(default=None, ge=0)
+    min_hops: DbCount | None = None
+    max_hops: DbCount | None = None
 
 
 class EnvironmentSummary(ContractModel):
