@@ -99,7 +99,8 @@ def load_policy(
 ) -> tuple[Path, int, PreTrainedModel, torch.optim.Optimizer, Any]:
     """The base model's folder, and the newest checkpoint's (or the base model's, as version
     0) version, model, AdamW optimizer and tokenizer. Every rank loads the same files; with
-    ``parallel`` the model moves to the rank's device and is wrapped for DDP."""
+    ``parallel`` the model moves to the rank's device and is wrapped for DDP; a single process
+    trains on the GPU when there is one."""
     torch.manual_seed(config.seed)
     # Absolute: the policy pointer holds it as a file URI (the model dir may be relative).
     base_folder = model_store.resolve(config.base_model).resolve()
@@ -128,6 +129,8 @@ def load_policy(
     if parallel is not None:
         model.to(parallel.device)
         parallel.wrap(PolicyLogprobs(model))
+    elif torch.cuda.is_available():
+        model.to("cuda")
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.learning_rate,
