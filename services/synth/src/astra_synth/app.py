@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import redis.asyncio as aioredis
-from celery import Celery
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from kombu.exceptions import OperationalError as BrokerError
 
 from astra_common.db import Database
 from astra_common.health import database_check, redis_check
 from astra_common.service import bearer_auth, closing_lifespan, create_service_app
-from astra_proto.api.synth import WorkerList
 from astra_synth import __version__
 from astra_synth.archive import with_trajectory_archiver
 from astra_synth.console import mount_console
-from astra_synth.datasets import datasets_router
-from astra_synth.environments import environments_router
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.leases import with_lease_keeper
 from astra_synth.llm_endpoint import ChatModels
+from astra_synth.routes.datasets import datasets_router
 from astra_synth.routes.emulate import emulate_router
+from astra_synth.routes.environments import environments_router
 from astra_synth.routes.jobs import jobs_router
 from astra_synth.routes.toolsets import toolsets_router
+from astra_synth.routes.workers import workers_router
 from astra_synth.settings import SynthSettings
 from astra_synth.trajectories.store import TrajectoryStore
 from astra_synth.worker import create_celery_app
-
-
-def workers_router(celery_app: Celery) -> APIRouter:
-    """Routes reporting the Celery workers."""
-    router = APIRouter(tags=["workers"])
-
-    @router.get("/workers", summary="Celery workers that answered a ping within a second")
-    async def workers() -> WorkerList:
-        replies = await asyncio.to_thread(celery_app.control.ping, timeout=1.0) or []
-        names = sorted(name for reply in replies for name in reply)
-        return WorkerList(count=len(names), workers=names)
-
-    return router
 
 
 def create_app(settings: SynthSettings) -> FastAPI:

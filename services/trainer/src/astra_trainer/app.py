@@ -3,42 +3,16 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import FastAPI
 
-from astra_common.errors import ErrorBody
 from astra_common.health import redis_check
-from astra_common.policy_pointer import PolicyPointerUnreadable, read_policy_pointer
 from astra_common.service import closing_lifespan, create_service_app
-from astra_proto import POLICY_KEY, PolicyPointer
 from astra_trainer import __version__
 from astra_trainer.metrics import RunMetricsCollector
+from astra_trainer.routes.policy import policy_router
 from astra_trainer.routes.runs import runs_router
 from astra_trainer.runs import RunManager
 from astra_trainer.settings import TrainerSettings
-
-
-def policy_router(redis_client: aioredis.Redis) -> APIRouter:
-    """Routes reading the current policy pointer."""
-    router = APIRouter(tags=["policy"])
-
-    @router.get(
-        "/policy",
-        summary="The current policy version and checkpoint",
-        responses={
-            404: {"model": ErrorBody, "description": "No policy was published yet"},
-            500: {"model": ErrorBody, "description": "The pointer in Redis is damaged"},
-        },
-    )
-    async def current_policy() -> PolicyPointer:
-        try:
-            pointer = await read_policy_pointer(redis_client)
-        except PolicyPointerUnreadable as exc:
-            raise HTTPException(500, detail=str(exc)) from None
-        if pointer is None:
-            raise HTTPException(404, detail=f"no policy published yet ({POLICY_KEY} is unset)")
-        return pointer
-
-    return router
 
 
 def create_app(settings: TrainerSettings) -> FastAPI:
