@@ -1,1 +1,1 @@
-"""Synthesis jobs: REST API, Celery tasks, the runner and its progress and statistics."""
+"""Synthesis jobs: Celery tasks, the job runners and their progress and statistics."""

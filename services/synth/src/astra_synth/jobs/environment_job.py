@@ -14,11 +14,11 @@ from astra_common.db.repositories import Registration
 from astra_common.retry import retry_transient
 from astra_proto import EnvironmentSpec, JobState, SynthesisJob
 from astra_proto.api.synth import EnvironmentJobRequest
-from astra_synth.jobs.bfcl_source import BfclSource
-from astra_synth.jobs.environment_source import EnvironmentSource, JobContext
+from astra_synth.environments.bfcl import BfclSource
+from astra_synth.environments.procedural import ProceduralSource
+from astra_synth.environments.source import EnvironmentSource, JobContext
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.lifecycle import RunningJob, run_job
-from astra_synth.jobs.procedural_source import ProceduralSource
 from astra_synth.procedural import attach_certificate, certificate_from_outcomes, reference_calls
 from astra_synth.settings import SynthSettings
 
@@ -30,7 +30,7 @@ def source_for(request: EnvironmentJobRequest) -> EnvironmentSource:
         return ProceduralSource()
     if source == "bfcl":
         return BfclSource()
-    from astra_synth.jobs.llm_source import LlmSource  # the heavier path, imported when used
+    from astra_synth.environments.llm import LlmSource  # the heavier path, imported when used
 
     return LlmSource()
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_proto.api.synth import BfclSelection, EnvironmentJobRequest
-from astra_synth.jobs.environment_source import JobContext
+from astra_synth.environments.source import JobContext
 
 BFCL_STAGES = ("fetched", "registered")
 

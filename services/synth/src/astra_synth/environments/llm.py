@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_proto.api.synth import EnvironmentJobRequest
-from astra_synth.jobs.environment_source import JobContext
+from astra_synth.environments.source import JobContext
 from astra_synth.llm import LLMUsage
 from astra_synth.llm_endpoint import chat_model
 from astra_synth.llm_pipeline import (
