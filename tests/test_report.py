@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import statistics
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rollout_contract_examples import EXAMPLES
 
+from astra import loop_report
 from astra.cli_eval import score_table
-from astra.loop import _show, _show_comparisons
 from astra.report import (
     RunReport,
     comparison_sentence,
@@ -19,6 +21,8 @@ from astra.report import (
     evaluation_table,
     write_report,
 )
+from astra_proto import SynthesisJob
+from astra_proto.api.rollout import BatchStatus
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CATEGORIES = ("heldout_entities", "heldout_compositions")
@@ -210,9 +214,41 @@ def test_the_console_shows_n_intervals_and_the_verdict() -> None:
     report.evaluations["SFT · held-out"] = status
     report.evaluations["SFT+RL · held-out"] = evaluation(dict(scores), label="SFT+RL")
     console = Console(record=True, width=400)
-    _show(console, status)
-    _show_comparisons(console, report, "SFT+RL")
+    loop_report.show_evaluation(console, status)
+    loop_report.show_comparisons(console, report, "SFT+RL")
     text = console.export_text()
     assert "heldout-procedural (SFT): n = 12, mean F1 0.500 [" in text
     assert "success 0.333 [0.138, 0.609] (95% intervals), 0 failed episodes" in text
     assert "SFT → SFT+RL: within noise on mean F1 (+0.000 [+0.000, +0.000] over n = 12" in text
+
+
+def test_the_loop_sections_say_what_each_job_and_batch_gave() -> None:
+    now = datetime.now(UTC)
+    train = SynthesisJob(
+        id="job-1",
+        kind="environments",
+        params={"split": "train"},
+        result={"registered": 8, "hops": {"2": 8}, "rejected": {"certificate_failed": 1}},
+        created_at=now,
+        updated_at=now,
+    )
+    heldout = train.model_copy(update={"id": "job-2", "params": {"split": "heldout"}, "result": {}})
+    assert loop_report.synthesis_section(train, [heldout]).splitlines() == [
+        "- `train` (job `job-1`): 8 registered; hops {'2': 8}; scenario types None; domains None;"
+        " rejected {'certificate_failed': 1}",
+        "- `heldout` (job `job-2`): 0 registered; hops None; scenario types None; domains None;"
+        " rejected none",
+    ]
+    manifest = {"path": "data/gold", "stats": {"records": 12, "tool_calls_mean": 2.5}}
+    assert loop_report.dataset_section(manifest) == (
+        "`data/gold`: 12 trajectories, 2.50 tool calls on average, rejected: none."
+    )
+    batch = EXAMPLES["BatchStatus"]
+    assert isinstance(batch, BatchStatus)
+    assert loop_report.rollout_section([batch]) == (
+        "- batch `batch-1`: 2 trajectories on the stream, 1 failed; mean F1 0.250, success -, "
+        "turns -, calls -; 0/0 groups with varying rewards"
+    )
+    assert loop_report.batch_line(batch) == (
+        "2 trajectories published; mean F1 0.250, 0 of 0 groups with varying rewards"
+    )

@@ -22,13 +22,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from astra.cli_eval import follow_evaluation
 from astra.cli_synth import follow_job
-from astra.report import (
-    RunReport,
-    comparison_sentence,
-    comparisons,
-    format_score,
-    score_rows,
+from astra.loop_report import (
+    batch_line,
+    dataset_section,
+    rollout_section,
+    show_comparisons,
+    show_evaluation,
+    synthesis_section,
 )
+from astra.report import RunReport
 from astra_common.clients import ServiceError
 from astra_common.clients.rollout import RolloutClient
 from astra_common.clients.synth import SynthClient
@@ -174,7 +176,7 @@ async def _stages(
             "held-out environments",
             sum(job.result.get("registered", 0) for job in heldout_jobs),
         )
-        report.section("Environment synthesis", _synthesis_section(train_job, heldout_jobs))
+        report.section("Environment synthesis", synthesis_section(train_job, heldout_jobs))
 
     with stage("2. gold SFT dataset, played through envhost"):
         name = f"{run_id}-gold"
@@ -185,12 +187,7 @@ async def _stages(
         manifest = job.result["dataset"]
         result.dataset = manifest["path"]
         report.fact("SFT samples (gold trajectories)", manifest["stats"]["records"])
-        report.section(
-            "SFT dataset",
-            f"`{manifest['path']}`: {manifest['stats']['records']} trajectories, "
-            f"{manifest['stats']['tool_calls_mean']:.2f} tool calls on average, "
-            f"rejected: {manifest.get('rejected') or 'none'}.",
-        )
+        report.section("SFT dataset", dataset_section(manifest))
 
     if config.evaluate_base:
         with stage("base model: held-out evaluation"):
@@ -241,7 +238,7 @@ async def _stages(
 
     with stage("6. rollouts with distractors → stream → GRPO steps"):
         batches = await _rollouts_until_trained(clients, config, train_job.id, grpo.run_id, console)
-        report.section("Rollouts", _rollout_section(batches))
+        report.section("Rollouts", rollout_section(batches))
         final = await clients.trainer.run_status(grpo.run_id)
         report.curves["grpo"] = await _metrics(clients, grpo.run_id)
         report.fact("GRPO steps", f"{final.step} of {config.grpo_steps}")
@@ -350,7 +347,7 @@ async def _evaluate_all(
     )
     status = (await follow_evaluation(clients.rollout, heldout)).model_dump(mode="json")
     report.evaluations[f"{label} · held-out"] = status
-    _show(console, status)
+    show_evaluation(console, status)
     if config.bfcl_limit:
         request = EvaluationRequest(
             suite="bfcl-multi-turn",
@@ -362,30 +359,8 @@ async def _evaluate_all(
         )
         bfcl = (await follow_evaluation(clients.rollout, request)).model_dump(mode="json")
         report.evaluations[f"{label} · BFCL base"] = bfcl
-        _show(console, bfcl)
-    _show_comparisons(console, report, label)
-
-
-def _show(console: Console, status: dict[str, Any]) -> None:
-    overall = [row for row in score_rows(status) if row.category == "overall"]
-    if not overall:
-        console.print(f"{status['suite']} ({status.get('label')}): no entry scored", markup=False)
-        return
-    row = overall[0]
-    console.print(
-        f"{status['suite']} ({status.get('label')}): n = {row.n}, mean F1 "
-        f"{format_score(row.mean_f1, row.f1_interval)}, success "
-        f"{format_score(row.success_rate, row.success_interval)} (95% intervals), "
-        f"{row.failed} failed episodes",
-        markup=False,
-    )
-
-
-def _show_comparisons(console: Console, report: RunReport, label: str) -> None:
-    """Each earlier evaluation of the same suite against ``label``'s, over all tasks."""
-    for compared in comparisons(report.evaluations):
-        if compared.category == "overall" and compared.after == label:
-            console.print(comparison_sentence(compared).replace("**", ""), markup=False)
+        show_evaluation(console, bfcl)
+    show_comparisons(console, report, label)
 
 
 async def _rollouts_until_trained(
@@ -439,11 +414,7 @@ async def _follow_batch(
             progress.update(bar, completed=batch.done)
     if batch.state != "succeeded":
         raise LoopError(f"rollout batch {batch.id} {batch.state}: {batch.error}")
-    summary = batch.summary
-    console.print(
-        f"{batch.published} trajectories published; mean F1 {_num(summary.mean_reward)}, "
-        f"{summary.groups_with_variance} of {summary.groups_done} groups with varying rewards"
-    )
+    console.print(batch_line(batch))
     return batch
 
 
@@ -483,36 +454,6 @@ async def _step_in_progress(clients: _Clients, run_id: str) -> bool:
 async def _metrics(clients: _Clients, run_id: str) -> list[dict[str, Any]]:
     rows = await clients.trainer.run_metrics(run_id)
     return [row for row in rows if row.get("event", "step") == "step"]
-
-
-def _synthesis_section(train: SynthesisJob, heldout: list[SynthesisJob]) -> str:
-    lines = []
-    for job in [train, *heldout]:
-        stats = job.result
-        lines.append(
-            f"- `{job.params['split']}` (job `{job.id}`): {stats.get('registered', 0)} "
-            f"registered; hops {stats.get('hops')}; scenario types {stats.get('scenario_types')};"
-            f" domains {stats.get('domains')}; rejected {stats.get('rejected') or 'none'}"
-        )
-    return "\n".join(lines)
-
-
-def _rollout_section(batches: list[BatchStatus]) -> str:
-    lines = []
-    for batch in batches:
-        summary = batch.summary
-        lines.append(
-            f"- batch `{batch.id}`: {batch.published} trajectories on the stream, "
-            f"{batch.failed} failed; mean F1 {_num(summary.mean_reward)}, success "
-            f"{_num(summary.success_rate)}, turns {_num(summary.mean_turns)}, calls "
-            f"{_num(summary.mean_tool_calls)}; {summary.groups_with_variance}/"
-            f"{summary.groups_done} groups with varying rewards"
-        )
-    return "\n".join(lines)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _bar(console: Console) -> Progress:

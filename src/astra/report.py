@@ -169,7 +169,7 @@ def evaluation_table(evaluations: Mapping[str, Mapping[str, Any]]) -> list[str]:
                 f"| {label} | {status.get('suite', '')} | {row.category} | {row.n} | "
                 f"{row.failed} | {format_score(row.mean_f1, row.f1_interval)} | "
                 f"{format_score(row.success_rate, row.success_interval)} | "
-                f"{_fmt(row.mean_turns, 2)} | {_fmt(row.mean_tool_calls, 2)} |"
+                f"{format_number(row.mean_turns, 2)} | {format_number(row.mean_tool_calls, 2)} |"
             )
     return rows
 
@@ -247,7 +247,7 @@ def comparison_sentence(c: Comparison) -> str:
 def format_score(mean: float | None, interval: Interval | None) -> str:
     """``0.213 [0.120, 0.310]``; the mean alone without an interval, ``-`` without a mean."""
     if interval is None:
-        return _fmt(mean)
+        return format_number(mean)
     return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
 
 
@@ -354,5 +354,6 @@ def plot_curves(path: Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Pat
     return path
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
+def format_number(value: float | None, digits: int = 3) -> str:
+    """``value`` to ``digits`` decimals, or "-" when there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
