@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from astra.cli_support import fail, with_client
-from astra.report import format_score, score_rows
+from astra.report import format_number, format_score, score_rows
 from astra.stats import RESAMPLES, SEED
 from astra_common.clients.rollout import RolloutClient
 from astra_proto.api.rollout import (
@@ -79,13 +79,9 @@ def score_table(status: Mapping[str, Any]) -> Table:
             row.category, str(row.n), str(row.failed),
             format_score(row.mean_f1, row.f1_interval),
             format_score(row.success_rate, row.success_interval),
-            _fmt(row.mean_turns, 2), _fmt(row.mean_tool_calls, 2),
+            format_number(row.mean_turns, 2), format_number(row.mean_tool_calls, 2),
         )  # fmt: skip
     return table
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def evaluate(

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_proto.api.synth import BfclSelection, EnvironmentJobRequest
-from astra_synth.environments.source import JobContext
+from astra_synth.environments.source import JobContext, with_job
 
 BFCL_STAGES = ("fetched", "registered")
 
@@ -37,9 +37,4 @@ class BfclSource:
         context.progress.set_total("registered", len(specs))
         for spec in specs:
             context.progress.advance("fetched")
-            yield _with_job(spec, context.job_id)
-
-
-def _with_job(spec: EnvironmentSpec, job_id: str) -> EnvironmentSpec:
-    provenance = spec.provenance or Provenance(source="bfcl")
-    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})
+            yield with_job(spec, context.job_id, Provenance(source="bfcl"))

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_proto.api.synth import EnvironmentJobRequest
-from astra_synth.environments.source import JobContext
+from astra_synth.environments.source import JobContext, with_job
 from astra_synth.llm import LLMUsage
 from astra_synth.llm_endpoint import chat_model
 from astra_synth.llm_pipeline import (
@@ -82,9 +82,5 @@ async def llm_environments(
             }
             await context.progress.flush()
             if isinstance(outcome, Accepted):
-                yield _with_job(outcome.spec, context.job_id, model)
-
-
-def _with_job(spec: EnvironmentSpec, job_id: str, model: str) -> EnvironmentSpec:
-    provenance = spec.provenance or Provenance(source="llm", generator=model)
-    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})
+                made_by = Provenance(source="llm", generator=model)
+                yield with_job(outcome.spec, context.job_id, made_by)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from astra_proto import EnvironmentSpec, Provenance
 from astra_proto.api.synth import EnvironmentJobRequest
-from astra_synth.environments.source import JobContext
+from astra_synth.environments.source import JobContext, with_job
 from astra_synth.procedural import generate_environments
 
 PROCEDURAL_STAGES = ("generated", "verified", "registered")
@@ -36,9 +36,4 @@ class ProceduralSource:
             request.split,
         )
         for spec in specs:
-            yield _with_job(spec, context.job_id)
-
-
-def _with_job(spec: EnvironmentSpec, job_id: str) -> EnvironmentSpec:
-    provenance = spec.provenance or Provenance(source="procedural")
-    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})
+            yield with_job(spec, context.job_id, Provenance(source="procedural"))

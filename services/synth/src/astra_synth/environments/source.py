@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from astra_common.db import Database
-from astra_proto import EnvironmentSpec
+from astra_proto import EnvironmentSpec, Provenance
 from astra_proto.api.synth import EnvironmentJobRequest
 from astra_synth.jobs.executor import EnvironmentExecutor
 from astra_synth.jobs.progress import JobProgress
@@ -43,3 +43,9 @@ class EnvironmentSource(Protocol):
         """The specs for ``request``, yielded as each is ready; a spec that carries a
         certificate was verified by the source, any other is verified by the job."""
         ...
+
+
+def with_job(spec: EnvironmentSpec, job_id: str, default: Provenance) -> EnvironmentSpec:
+    """``spec`` with the job that made it in its provenance (``default`` when it has none)."""
+    provenance = spec.provenance or default
+    return spec.model_copy(update={"provenance": provenance.model_copy(update={"job_id": job_id})})
