@@ -216,16 +216,25 @@ async def silent_server() -> AsyncIterator[str]:
     """The base URL of an HTTP server that accepts connections and never answers (a hung
     tool server or policy endpoint)."""
     held: list[asyncio.StreamWriter] = []
+    closing = False
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-        await reader.read()  # until the client gives up
+        # Every connection's writer is closed here, also one accepted just before the server
+        # closed whose handler starts after (an unclosed writer warns when collected, in
+        # whichever later test the collection happens).
+        try:
+            if not closing:
+                held.append(writer)
+                await reader.read()  # until the client gives up
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        closing = True
         server.close()
         for writer in held:
             writer.close()
