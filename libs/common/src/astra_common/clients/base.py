@@ -31,7 +31,6 @@ from astra_common.retry import (
 )
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 READ_RETRIES = HttpRetryPolicy(retries=3, backoff_s=0.5, max_backoff_s=4.0)
 """How a read is repeated after a transport fault or a retryable status."""
