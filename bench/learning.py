@@ -28,11 +28,13 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from astra.cli_demo import run_on_stack
@@ -49,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grpo-steps", type=int, default=8, help="GRPO optimizer steps.")
     parser.add_argument("--grpo-learning-rate", type=float, default=LoopConfig.grpo_learning_rate)
     parser.add_argument("--grpo-batch-groups", type=int, default=LoopConfig.grpo_batch_groups)
+    parser.add_argument("--rollout-temperature", type=float, default=LoopConfig.rollout_temperature)
     parser.add_argument("--group-size", type=int, default=LoopConfig.group_size)
     parser.add_argument("--train-envs", type=int, default=LoopConfig.train_envs)
     parser.add_argument("--rollout-envs", type=int, default=LoopConfig.rollout_envs)
@@ -83,6 +86,7 @@ def loop_config(args: argparse.Namespace) -> LoopConfig:
         grpo_steps=args.grpo_steps,
         grpo_batch_groups=args.grpo_batch_groups,
         grpo_learning_rate=args.grpo_learning_rate,
+        rollout_temperature=args.rollout_temperature,
         max_rollout_batches=args.max_rollout_batches or max(4, 2 * args.grpo_steps),
         eval_limit=args.eval_limit,
     )
@@ -191,6 +195,10 @@ def print_figures(result: dict[str, Any], rollout_f1: list[float | None]) -> Non
     )
 
 
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _with_interval(value: float | None, interval: list[float] | None) -> str:
     if value is None:
         return "-"
@@ -210,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     started_at = datetime.now(UTC)
     stack = LocalStack(options)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the stack on SIGTERM as on Ctrl-C
     try:
         stack.start(report=lambda line: print(line, file=sys.stderr))
         result, markdown = run_on_stack(stack, config, args.runs_dir, "learning")

@@ -223,6 +223,9 @@ def experiment(
         int | None,
         typer.Option(help="Rollout batches at most while GRPO waits (default: 2 per step)."),
     ] = None,
+    rollout_temperature: Annotated[
+        float, typer.Option(help="Sampling temperature of the RL rollouts.", min=0.0, max=2.0)
+    ] = LoopConfig.rollout_temperature,
     policy_url: PolicyUrl = None,
 ) -> None:
     """Base vs SFT vs SFT+RL on held-out procedural environments and BFCL multi-turn base:
@@ -239,6 +242,7 @@ def experiment(
         grpo_steps=steps,
         grpo_learning_rate=grpo_learning_rate,
         max_rollout_batches=max_rollout_batches or max(base.max_rollout_batches, 2 * steps),
+        rollout_temperature=rollout_temperature,
         eval_limit=round(base.eval_limit * scale),
         evaluate_base=True,
         bfcl_limit=round(bfcl_limit * scale),

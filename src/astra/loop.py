@@ -79,6 +79,8 @@ class LoopConfig:
     grpo_steps: int = 2
     grpo_batch_groups: int = 2
     grpo_learning_rate: float = 1e-6
+    rollout_temperature: float = 1.0
+    """Sampling temperature of the RL rollouts (held-out evaluation is always greedy)."""
     max_rollout_batches: int = 4
     """Rollout batches at most while GRPO waits for groups whose rewards vary."""
     distractors_per_band: int = 1
@@ -370,9 +372,15 @@ async def _rollouts_until_trained(
     batches: list[BatchStatus] = []
     for index in range(config.max_rollout_batches):
         request = BatchRequest(
-            query=RegistryQuery(job_id=train_job, limit=config.rollout_envs),
+            query=RegistryQuery(
+                job_id=train_job,
+                limit=config.rollout_envs,
+                offset=rollout_offset(index, config.rollout_envs, config.train_envs),
+            ),
             group_size=config.group_size,
-            sampling=SamplingParams(temperature=1.0, max_tokens=config.max_tokens),
+            sampling=SamplingParams(
+                temperature=config.rollout_temperature, max_tokens=config.max_tokens
+            ),
             limits=EpisodeLimits(max_turns=config.max_turns),
             distractors=DistractorOptions(
                 enabled=config.distractors_per_band > 0,
@@ -401,6 +409,16 @@ async def _rollouts_until_trained(
             "(a policy that always fails or always succeeds gives GRPO nothing to learn from)"
         )
     return batches
+
+
+def rollout_offset(index: int, per_batch: int, train_envs: int) -> int:
+    """Where rollout batch ``index`` starts in the training split: consecutive batches take
+    consecutive slices, the last one aligned to the split's end, then start over, so RL sees
+    every training task, not the first few."""
+    if per_batch >= train_envs:
+        return 0
+    slices = -(-train_envs // per_batch)
+    return min((index % slices) * per_batch, train_envs - per_batch)
 
 
 async def _follow_batch(
