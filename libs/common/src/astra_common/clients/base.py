@@ -16,6 +16,8 @@ retry policy); writes are sent once, since a repeated ``POST`` may do its work t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -116,6 +118,27 @@ class ServiceClient:
                 raise self._unreachable("GET", path, last) from None
         return self._answer("GET", path, reply, answer)
 
+    @asynccontextmanager
+    async def stream(
+        self, path: str, *, timeout_s: float | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """``GET path`` with the body left unread, for large files: the reply once it answered
+        200 (any other status raises ``ServiceError`` with the service's message). Sent once;
+        a transport fault, also while the body is read, raises ``ServiceUnreachable``."""
+        try:
+            async with self._http.stream(
+                "GET",
+                f"{self.base_url}{path}",
+                headers=self._headers,
+                timeout=self._timeout_s if timeout_s is None else timeout_s,
+            ) as reply:
+                if reply.status_code != 200:
+                    await reply.aread()
+                    raise self._refused("GET", path, reply)
+                yield reply
+        except httpx.TransportError as error:
+            raise self._unreachable("GET", path, error) from None
+
     async def post(
         self,
         path: str,
@@ -185,6 +208,14 @@ class ServiceClient:
             f"cannot reach {self.service} at {self.base_url} ({method} {path}: {why})"
         )
 
+    def _refused(self, method: str, path: str, reply: httpx.Response) -> ServiceError:
+        detail = error_detail(reply)
+        return ServiceError(
+            f"{self.service}: {method} {path} answered {reply.status_code}: {detail}",
+            status=reply.status_code,
+            detail=detail,
+        )
+
     def _answer(
         self,
         method: str,
@@ -195,12 +226,7 @@ class ServiceClient:
         expect: tuple[int, ...] = (200, 201, 202, 204),
     ) -> T:
         if reply.status_code not in expect:
-            detail = error_detail(reply)
-            raise ServiceError(
-                f"{self.service}: {method} {path} answered {reply.status_code}: {detail}",
-                status=reply.status_code,
-                detail=detail,
-            )
+            raise self._refused(method, path, reply)
         if answer is type(None):
             return None
         try:

@@ -17,9 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
-
-from astra_common.clients.base import ServiceClient, ServiceError, error_detail
+from astra_common.clients.base import ServiceClient, ServiceError
 from astra_proto import EnvironmentSpec, JobKind, JobRejectionPage, JobState, SynthesisJob
 from astra_proto.api.synth import (
     DatasetJobRequest,
@@ -213,27 +211,11 @@ class SynthClient(ServiceClient):
         partial = target.with_name(f".{target.name}.part")
         digest = hashlib.sha256()
         try:
-            async with self._http.stream(
-                "GET",
-                f"{self.base_url}{path}",
-                headers=self._headers,
-                timeout=self._timeout_s if timeout_s is None else timeout_s,
-            ) as reply:
-                if reply.status_code != 200:
-                    await reply.aread()
-                    detail = error_detail(reply)
-                    raise ServiceError(
-                        f"{self.service}: GET {path} answered {reply.status_code}: {detail}",
-                        status=reply.status_code,
-                        detail=detail,
-                    )
+            async with self.stream(path, timeout_s=timeout_s) as reply:
                 with partial.open("wb") as out:
                     async for chunk in reply.aiter_bytes(DOWNLOAD_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
-        except httpx.TransportError as error:
-            partial.unlink(missing_ok=True)
-            raise self._unreachable("GET", path, error) from None
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
