@@ -142,8 +142,42 @@ def test_text_only_trajectory_masks_only_policy_tokens(tokenizer: PreTrainedToke
     )
     assert encoded.behaviour_logprobs is None
     assert encoded.calls == 1
+    assert encoded.truncated_from is None
     with pytest.raises(EncodingError, match="max_tokens"):
+        encode_trajectory(trajectory, tokenizer, max_tokens=32, overlong="drop")
+    # Truncated to 32 tokens, nothing the policy said is left: unusable all the same.
+    with pytest.raises(EncodingError, match="no policy tokens"):
         encode_trajectory(trajectory, tokenizer, max_tokens=32)
+
+
+def test_an_overlong_trajectory_is_trained_on_its_first_max_tokens() -> None:
+    trajectory = text_only_group("long", 1)[0].model_copy(
+        update={
+            "text_only": False,
+            "token_ids": list(range(100, 112)),
+            "logprobs": [-0.1 * i for i in range(12)],
+            "loss_mask": [0, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 1],
+        }
+    )
+    tokenizer = _VocabOnly(1000)
+    kept = encode_trajectory(trajectory, tokenizer, max_tokens=8)  # type: ignore[arg-type]
+    assert kept.truncated_from == 12
+    assert kept.input_ids == list(range(100, 108))
+    assert kept.loss_mask == [0, 0, 0, 0, 1, 1, 1, 0]
+    assert kept.behaviour_logprobs == pytest.approx([-0.1 * i for i in range(8)])
+    assert kept.reward == trajectory.reward.f1  # the whole trajectory's reward, as its group's
+    with pytest.raises(EncodingError, match="12 tokens, more than max_tokens=8"):
+        encode_trajectory(trajectory, tokenizer, max_tokens=8, overlong="drop")  # type: ignore[arg-type]
+
+
+class _VocabOnly:
+    """A stand-in tokenizer for token-id trajectories: encoding asks only its length."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def test_inconsistent_retokenization_is_rejected(tokenizer: PreTrainedTokenizerBase) -> None:

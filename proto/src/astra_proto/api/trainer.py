@@ -121,7 +121,15 @@ class GRPOOptions(ContractModel):
         gt=0,
         description="An incomplete group older than this closes with what it has (>= 2).",
     )
-    max_tokens: int = Field(default=4096, ge=16, description="Longer trajectories are dropped.")
+    max_tokens: int = Field(
+        default=4096, ge=16, description="Longest sequence trained on (see ``overlong``)."
+    )
+    overlong: Literal["truncate", "drop"] = Field(
+        default="truncate",
+        description="A trajectory longer than max_tokens: trained on its first max_tokens "
+        "tokens (its group stays whole, so the advantages of the others do not change), or "
+        "dropped (its group loses a member; long failures then never count against the policy).",
+    )
 
     learning_rate: float = Field(default=2e-6, gt=0)
     clip_low: float = Field(default=0.2, ge=0, description="Ratio clipped below 1 - clip_low.")

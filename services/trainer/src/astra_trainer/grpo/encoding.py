@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -38,6 +38,8 @@ class EncodedTrajectory:
     """Logprob the sampling policy gave each token; None for re-tokenized text."""
     turns: int
     calls: int
+    truncated_from: int | None = None
+    """The trajectory's length when only its first ``max_tokens`` tokens are kept."""
 
     @property
     def policy_tokens(self) -> int:
@@ -65,12 +67,19 @@ def message_dict(message: Message) -> dict[str, Any]:
 
 
 def encode_trajectory(
-    trajectory: Trajectory, tokenizer: PreTrainedTokenizerBase, max_tokens: int
+    trajectory: Trajectory,
+    tokenizer: PreTrainedTokenizerBase,
+    max_tokens: int,
+    *,
+    overlong: Literal["truncate", "drop"] = "truncate",
 ) -> EncodedTrajectory:
     """The training view of ``trajectory``; raises ``EncodingError`` when it is unusable.
 
-    Unusable: no reward, no group id, longer than ``max_tokens``, no policy token, token ids
-    outside the vocabulary, or text whose re-tokenization fails the consistency check.
+    Unusable: no reward, no group id, no policy token (within the first ``max_tokens`` when
+    truncating), token ids outside the vocabulary, text whose re-tokenization fails the
+    consistency check, or, with ``overlong="drop"``, longer than ``max_tokens``. With
+    ``overlong="truncate"`` a longer trajectory keeps its first ``max_tokens`` tokens (ids,
+    mask and behaviour logprobs cut alike; ``truncated_from`` says how long it was).
     """
     if trajectory.reward is None:
         raise EncodingError("trajectory has no reward")
@@ -86,8 +95,13 @@ def encode_trajectory(
         vocab = len(tokenizer)
         if any(not 0 <= token < vocab for token in input_ids):
             raise EncodingError(f"token ids outside the vocabulary of {vocab}")
+    truncated_from = None
     if len(input_ids) > max_tokens:
-        raise EncodingError(f"{len(input_ids)} tokens, more than max_tokens={max_tokens}")
+        if overlong == "drop":
+            raise EncodingError(f"{len(input_ids)} tokens, more than max_tokens={max_tokens}")
+        truncated_from = len(input_ids)
+        input_ids, loss_mask = input_ids[:max_tokens], loss_mask[:max_tokens]
+        behaviour = None if behaviour is None else behaviour[:max_tokens]
     if loss_mask and loss_mask[0]:
         loss_mask[0] = 0  # the first token has no context to be predicted from
     if not any(loss_mask):
@@ -103,6 +117,7 @@ def encode_trajectory(
         behaviour_logprobs=behaviour,
         turns=trajectory.turns,
         calls=calls,
+        truncated_from=truncated_from,
     )
 
 

@@ -225,6 +225,8 @@ class GRPORunner:
         self.version = 0
         self.steps_done = 0
         self.rejected: dict[str, int] = {}
+        self.truncated = 0
+        """Trajectories trained on their first ``max_tokens`` tokens only (a running count)."""
         self._model: PreTrainedModel | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._tokenizer: Any = None
@@ -354,13 +356,26 @@ class GRPORunner:
         for delivery in deliveries:
             trajectory = delivery.payload
             try:
-                encoded = encode_trajectory(trajectory, self._tokenizer, self.config.max_tokens)
+                encoded = encode_trajectory(
+                    trajectory,
+                    self._tokenizer,
+                    self.config.max_tokens,
+                    overlong=self.config.overlong,
+                )
             except EncodingError as exc:
                 logger.warning("dropping trajectory %s: %s", trajectory.id, exc)
                 reason = "unusable"
                 self.rejected[reason] = self.rejected.get(reason, 0) + 1
                 await self._ack([delivery])
                 continue
+            if encoded.truncated_from is not None:
+                self.truncated += 1
+                logger.info(
+                    "trajectory %s: %d tokens, trained on its first max_tokens=%d",
+                    trajectory.id,
+                    encoded.truncated_from,
+                    self.config.max_tokens,
+                )
             member = Member(
                 encoded.record_id, encoded.reward, encoded.policy_version, _Item(delivery, encoded)
             )
@@ -479,6 +494,7 @@ class GRPORunner:
             "grad_norm": stats.grad_norm,
             "stream_lag": lag,
             "rejected": dict(self.rejected),
+            "truncated": self.truncated,
             "checkpoint": str(folder),
             "records": [t.record_id for t in members],
         }
