@@ -8,11 +8,12 @@ the training-split reward per GRPO step and per rollout batch, and turns and cal
 It runs the whole loop on the local stack (``astra up``'s services, the embedded vLLM CPU
 policy server, SmolLM2-135M), so it measures what a user's ``astra experiment`` does, at a
 size chosen to resolve the effect: by default 100 held-out tasks (50 per held-out split) and
-8 GRPO steps, about an hour on a 2-core CPU machine.
+6 GRPO steps of 4 groups (learning rate 2e-5, rollouts at temperature 0.7), about 90 minutes
+on a 2-core CPU machine (8 steps took 91 minutes there; docs/local-runtime.md has the figures).
 
 ```sh
 .venv/bin/python bench/learning.py                      # the default size
-.venv/bin/python bench/learning.py --grpo-steps 16 --grpo-learning-rate 5e-6
+.venv/bin/python bench/learning.py --grpo-steps 8 --rollout-temperature 1.0
 .venv/bin/python bench/learning.py --small              # a quick check of the script (~20 min)
 ```
 
@@ -48,10 +49,11 @@ from astra_proto.api.rollout import BatchStatus
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grpo-steps", type=int, default=8, help="GRPO optimizer steps.")
-    parser.add_argument("--grpo-learning-rate", type=float, default=LoopConfig.grpo_learning_rate)
-    parser.add_argument("--grpo-batch-groups", type=int, default=LoopConfig.grpo_batch_groups)
-    parser.add_argument("--rollout-temperature", type=float, default=LoopConfig.rollout_temperature)
+    # Defaults: the settings of the measured runs in docs/local-runtime.md, sized to ~90 minutes.
+    parser.add_argument("--grpo-steps", type=int, default=6, help="GRPO optimizer steps.")
+    parser.add_argument("--grpo-learning-rate", type=float, default=2e-5)
+    parser.add_argument("--grpo-batch-groups", type=int, default=4)
+    parser.add_argument("--rollout-temperature", type=float, default=0.7)
     parser.add_argument("--group-size", type=int, default=LoopConfig.group_size)
     parser.add_argument("--train-envs", type=int, default=LoopConfig.train_envs)
     parser.add_argument("--rollout-envs", type=int, default=LoopConfig.rollout_envs)
@@ -160,7 +162,9 @@ def _interval(interval: Any) -> list[float] | None:
     return None if interval is None else [interval.low, interval.high]
 
 
-def print_figures(result: dict[str, Any], rollout_f1: list[float | None]) -> None:
+def print_figures(
+    result: dict[str, Any], rollout_f1: list[float | None], temperature: float
+) -> None:
     print()
     print(
         f"{'policy':<28} {'tasks':>5} {'mean F1 [95% CI]':>24} {'success [95% CI]':>24}"
@@ -190,7 +194,7 @@ def print_figures(result: dict[str, Any], rollout_f1: list[float | None]) -> Non
             f" std {_num(row.get('reward_std'))} loss {_num(row.get('loss'))}"
         )
     print(
-        "training-split mean F1 per rollout batch (temperature 1): "
+        f"training-split mean F1 per rollout batch (temperature {temperature}): "
         + ", ".join(_num(value) for value in rollout_f1)
     )
 
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "rollout_batch_mean_f1": rollout_f1,
         "report": str(markdown),
     }
-    print_figures(found, rollout_f1)
+    print_figures(found, rollout_f1, config.rollout_temperature)
     print(f"\n{elapsed / 60:.1f} minutes; report {markdown}")
     out = markdown.parent / "learning.json"
     out.write_text(json.dumps(found, indent=2) + "\n")
