@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grpo-steps", type=int, default=6, help="GRPO optimizer steps.")
     parser.add_argument("--grpo-learning-rate", type=float, default=2e-5)
     parser.add_argument("--grpo-batch-groups", type=int, default=4)
-    parser.add_argument("--rollout-temperature", type=float, default=0.7)
+    parser.add_argument("--rollout-temperature", type=float, default=LoopConfig.rollout_temperature)
     parser.add_argument("--group-size", type=int, default=LoopConfig.group_size)
     parser.add_argument("--train-envs", type=int, default=LoopConfig.train_envs)
     parser.add_argument("--rollout-envs", type=int, default=LoopConfig.rollout_envs)

@@ -79,8 +79,9 @@ class LoopConfig:
     grpo_steps: int = 2
     grpo_batch_groups: int = 2
     grpo_learning_rate: float = 1e-6
-    rollout_temperature: float = 1.0
-    """Sampling temperature of the RL rollouts (held-out evaluation is always greedy)."""
+    rollout_temperature: float = 0.7
+    """Sampling temperature of the RL rollouts (held-out evaluation is always greedy). At 1.0
+    a small SFT policy mostly fails and few groups vary (docs/local-runtime.md)."""
     max_rollout_batches: int = 4
     """Rollout batches at most while GRPO waits for groups whose rewards vary."""
     distractors_per_band: int = 1
