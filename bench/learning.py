@@ -29,16 +29,15 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from astra.cli_demo import run_on_stack
+from astra.cli_support import interrupt_on_sigterm
 from astra.loop import LoopConfig, LoopError
 from astra.report import Comparison, comparisons, score_rows
 from astra.stack import LocalStack, StackError, StackOptions
@@ -199,10 +198,6 @@ def print_figures(
     )
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _with_interval(value: float | None, interval: list[float] | None) -> str:
     if value is None:
         return "-"
@@ -222,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     started_at = datetime.now(UTC)
     stack = LocalStack(options)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the stack on SIGTERM as on Ctrl-C
+    interrupt_on_sigterm()  # stop the stack on SIGTERM as on Ctrl-C
     try:
         stack.start(report=lambda line: print(line, file=sys.stderr))
         result, markdown = run_on_stack(stack, config, args.runs_dir, "learning")

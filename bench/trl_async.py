@@ -79,11 +79,14 @@ from transformers import (
     TrainerCallback,
 )
 
-from astra_proto import RewardBreakdown
-from astra_trainer.grpo.encoding import EncodedTrajectory
+from astra_trainer.grpo.encoding import EncodedTrajectory, encode_trajectory
 from astra_trainer.grpo.loss import group_advantages
 from astra_trainer.grpo.step import grpo_step
 from astra_trainer.models import DEFAULT_MODEL, ModelStore, verify_converted
+
+# The trainer tests' sampler: groups with behaviour logprobs and rewards that vary.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "trainer"))
+from trainer_support import sampled_groups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_STORES = (
@@ -94,8 +97,6 @@ MODEL_STORES = (
 TRL_VERSION = "1.16."
 GROUPS, GROUP_SIZE, NEW_TOKENS = 2, 4, 24
 CLIP_LOW, CLIP_HIGH, LEARNING_RATE, NO_CLIPPING = 0.2, 0.28, 1e-4, 1e9
-CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Rome", "Oslo", "Vienna", "Prague"]
-SYSTEM = "Answer in one short sentence."
 
 Gradients = dict[str, torch.Tensor]
 
@@ -114,7 +115,7 @@ def find_smollm2(model_dir: Path | None) -> tuple[Path | None, list[str]]:
     return None, problems
 
 
-def tiny_llama(smollm2: Path, folder: Path, seed: int) -> Any:
+def tiny_llama(smollm2: Path, folder: Path, seed: int) -> None:
     """A 2-layer Llama with SmolLM2's vocabulary and tokenizer, saved to ``folder``."""
     base = LlamaConfig.from_pretrained(smollm2)
     config = LlamaConfig(
@@ -133,63 +134,18 @@ def tiny_llama(smollm2: Path, folder: Path, seed: int) -> Any:
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(smollm2).save_pretrained(folder)
-    return model
 
 
-def sample_groups(model: Any, tokenizer: Any, seed: int) -> list[list[EncodedTrajectory]]:
-    """``GROUPS`` x ``GROUP_SIZE`` completions sampled from ``model``, with their behaviour
-    logprobs; member i of a group solves i % 3 of 2 sub-questions (its reward)."""
-    end: int = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    torch.manual_seed(seed)
-    groups = []
-    for g in range(GROUPS):
-        city = CITIES[(g + seed) % len(CITIES)]
-        messages = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Describe {city} in a few words."},
-        ]
-        prompt: list[int] = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            out = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=NEW_TOKENS,
-                num_return_sequences=GROUP_SIZE,
-                output_logits=True,
-                return_dict_in_generate=True,
-                eos_token_id=end,
-                pad_token_id=end,
-            )
-        logprobs = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
-        group = []
-        for i in range(GROUP_SIZE):
-            completion = out.sequences[i, len(prompt) :].tolist()
-            if end in completion:
-                completion = completion[: completion.index(end) + 1]
-            behaviour = [float(logprobs[i, t, token]) for t, token in enumerate(completion)]
-            solved = [f"q{k}" for k in range(i % 3)]
-            group.append(
-                EncodedTrajectory(
-                    record_id=f"g{g}r{i}",
-                    group_id=f"g{g}",
-                    reward=RewardBreakdown.compute(2, solved, n_calls=max(len(solved), 1)).f1,
-                    policy_version=0,
-                    input_ids=prompt + completion,
-                    loss_mask=[0] * len(prompt) + [1] * len(completion),
-                    behaviour_logprobs=[0.0] * len(prompt) + behaviour,
-                    turns=1,
-                    calls=0,
-                )
-            )
-        groups.append(group)
-    return groups
+def sample_groups(folder: Path, tokenizer: Any, seed: int) -> list[list[EncodedTrajectory]]:
+    """``GROUPS`` x ``GROUP_SIZE`` completions sampled from the model in ``folder`` with their
+    behaviour logprobs (the trainer tests' sampler), encoded as the trainer encodes them."""
+    trajectories = sampled_groups(
+        folder, groups=GROUPS, group_size=GROUP_SIZE, max_new_tokens=NEW_TOKENS, seed=seed
+    )
+    encoded = [encode_trajectory(t, tokenizer, max_tokens=4096) for t in trajectories]
+    return [
+        [e for e in encoded if e.group_id == g] for g in dict.fromkeys(e.group_id for e in encoded)
+    ]
 
 
 def uneven(groups: list[list[EncodedTrajectory]], seed: int) -> list[list[EncodedTrajectory]]:
@@ -457,8 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer: Any = AutoTokenizer.from_pretrained(smollm2)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "tiny-llama"
-        model = tiny_llama(smollm2, folder, args.seed)
-        groups = uneven(sample_groups(model, tokenizer, args.seed), args.seed)
+        tiny_llama(smollm2, folder, args.seed)
+        groups = uneven(sample_groups(folder, tokenizer, args.seed), args.seed)
         started = time.perf_counter()
         trl_logs, trl_grads = run_trl(folder, groups, args.steps, args.seed)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

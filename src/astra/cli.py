@@ -18,6 +18,7 @@ from astra.cli_datasets import datasets_app
 from astra.cli_demo import LoopConfig, LoopError, connect_hint, first_env, run_on_stack
 from astra.cli_envs import bfcl_job, envs_app, print_import_summary
 from astra.cli_eval import evaluate
+from astra.cli_support import interrupt_on_sigterm
 from astra.cli_synth import start_job, synth_app
 from astra.cli_train import train_app
 from astra.stack import LocalStack, StackError, StackOptions, health_report, read_state
@@ -260,7 +261,7 @@ def _run_loop_command(
     policy_url: str | None,
 ) -> None:
     options = StackOptions(state_dir=state_dir, port_base=port_base, policy_url=policy_url)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop the stack on SIGTERM as on Ctrl-C
+    interrupt_on_sigterm()  # stop the stack on SIGTERM as on Ctrl-C
     try:
         stack = _start(options)
     except StackError as exc:
@@ -279,10 +280,6 @@ def _run_loop_command(
         raise fail(f"{kind} failed at {exc} (logs in {stack.state_dir / 'logs'})") from None
     finally:
         stack.stop()
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _import_bfcl(stack: LocalStack) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 import typer
@@ -76,3 +78,13 @@ def with_client(
         raise fail(f"{exc} (is the stack running? start it with `astra up`)") from None
     except ServiceError as exc:
         raise fail(str(exc)) from None
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise ``KeyboardInterrupt`` as Ctrl-C does, so a command's ``finally``
+    (stopping the stack) runs when it is terminated."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
