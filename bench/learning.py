@@ -54,6 +54,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grpo-batch-groups", type=int, default=4)
     parser.add_argument("--rollout-temperature", type=float, default=LoopConfig.rollout_temperature)
     parser.add_argument("--group-size", type=int, default=LoopConfig.group_size)
+    parser.add_argument(
+        "--grpo-max-staleness",
+        type=int,
+        default=LoopConfig.grpo_max_staleness,
+        help="Policy versions a rollout group may lag before it is dropped.",
+    )
+    parser.add_argument(
+        "--grpo-max-tokens",
+        type=int,
+        default=LoopConfig.grpo_max_tokens,
+        help="Longest trained sequence (longer ones are trained on their first tokens).",
+    )
+    parser.add_argument(
+        "--no-gradient-checkpointing",
+        dest="gradient_checkpointing",
+        action="store_false",
+        help="Keep activations for the backward pass (faster GRPO steps, more memory).",
+    )
     parser.add_argument("--train-envs", type=int, default=LoopConfig.train_envs)
     parser.add_argument("--rollout-envs", type=int, default=LoopConfig.rollout_envs)
     parser.add_argument("--sft-steps", type=int, default=LoopConfig.sft_steps)
@@ -69,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.small:
         args.grpo_steps, args.eval_limit = 2, 8
+    if args.grpo_max_staleness < 0:
+        parser.error("--grpo-max-staleness must be at least 0")
+    if args.grpo_max_tokens < 16:
+        parser.error("--grpo-max-tokens must be at least 16")
     for name in ("grpo_steps", "eval_limit", "group_size", "train_envs", "rollout_envs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -87,6 +109,9 @@ def loop_config(args: argparse.Namespace) -> LoopConfig:
         grpo_steps=args.grpo_steps,
         grpo_batch_groups=args.grpo_batch_groups,
         grpo_learning_rate=args.grpo_learning_rate,
+        grpo_max_staleness=args.grpo_max_staleness,
+        grpo_max_tokens=args.grpo_max_tokens,
+        grpo_gradient_checkpointing=args.gradient_checkpointing,
         rollout_temperature=args.rollout_temperature,
         max_rollout_batches=args.max_rollout_batches or max(4, 2 * args.grpo_steps),
         eval_limit=args.eval_limit,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from astra.loop import rollout_offset
+from astra.loop import LoopConfig, grpo_request, rollout_offset
 
 
 def test_rollout_batches_cycle_through_the_training_split() -> None:
@@ -28,3 +28,27 @@ def test_every_slice_is_whole_and_inside_the_split(per_batch: int, train_envs: i
 
 def test_a_batch_larger_than_the_split_takes_it_all() -> None:
     assert rollout_offset(3, 30, 24) == 0
+
+
+def test_the_grpo_run_carries_the_loops_training_settings() -> None:
+    config = LoopConfig(
+        grpo_batch_groups=4,
+        grpo_learning_rate=2e-5,
+        grpo_max_staleness=2,
+        grpo_max_tokens=3072,
+        grpo_gradient_checkpointing=False,
+    )
+    request = grpo_request(config, "/models/sft", "run-1")
+    assert request.base_model == "/models/sft"
+    assert (request.batch_groups, request.buffer_groups) == (4, 3)
+    assert request.learning_rate == 2e-5
+    assert request.max_staleness == 2
+    assert request.max_tokens == 3072
+    assert request.gradient_checkpointing is False
+    assert request.group_start == "new"
+    assert request.group == "trainer-run-1"
+
+
+def test_the_loop_rejects_a_grpo_setting_the_trainer_would_refuse() -> None:
+    with pytest.raises(ValueError, match="max_staleness"):
+        grpo_request(LoopConfig(grpo_max_staleness=-1), "/models/sft", "run-1")

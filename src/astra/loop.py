@@ -79,6 +79,12 @@ class LoopConfig:
     grpo_steps: int = 2
     grpo_batch_groups: int = 2
     grpo_learning_rate: float = 1e-6
+    grpo_max_staleness: int = 1
+    """Policy versions a rollout group may lag behind the trainer before it is dropped."""
+    grpo_max_tokens: int = 2048
+    """Longest sequence GRPO trains on; a longer trajectory is trained on its first tokens."""
+    grpo_gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass (less memory, about a quarter more compute)."""
     rollout_temperature: float = 0.7
     """Sampling temperature of the RL rollouts (held-out evaluation is always greedy). At 1.0
     a small SFT policy mostly fails and few groups vary (docs/local-runtime.md)."""
@@ -214,24 +220,7 @@ async def _stages(
         report.fact("SFT steps", sft.step)
 
     with stage("4. GRPO consumer on the SFT model; its weights pushed to vLLM"):
-        grpo = await clients.trainer.start_grpo(
-            GRPORunRequest(
-                base_model=result.sft_model,
-                group_size=config.group_size,
-                batch_groups=config.grpo_batch_groups,
-                buffer_groups=config.grpo_batch_groups - 1,
-                max_steps=config.grpo_steps,
-                learning_rate=config.grpo_learning_rate,
-                max_tokens=2048,
-                micro_batch_size=2,
-                block_ms=500,
-                served_model="SmolLM2-135M-Instruct",
-                consumer_name=f"{run_id}-trainer",
-                group=f"trainer-{run_id}",
-                group_start="new",
-                seed=config.seed,
-            )
-        )
+        grpo = await clients.trainer.start_grpo(grpo_request(config, result.sft_model, run_id))
         result.grpo_run = grpo.run_id
         pointer = await _wait_pointer(clients, result.sft_model, config.stage_timeout_s)
         report.fact("policy version before RL", pointer.version)
@@ -249,6 +238,29 @@ async def _stages(
 
     with stage("7. held-out evaluation after RL"):
         await _evaluate_all(clients, config, "SFT+RL", report, console)
+
+
+def grpo_request(config: LoopConfig, base_model: str, run_id: str) -> GRPORunRequest:
+    """The loop's GRPO run: a consumer of the trajectories written after it starts, trained
+    from ``base_model`` with the loop's settings, its weights pushed to the served policy."""
+    return GRPORunRequest(
+        base_model=base_model,
+        group_size=config.group_size,
+        batch_groups=config.grpo_batch_groups,
+        buffer_groups=config.grpo_batch_groups - 1,
+        max_steps=config.grpo_steps,
+        learning_rate=config.grpo_learning_rate,
+        max_tokens=config.grpo_max_tokens,
+        max_staleness=config.grpo_max_staleness,
+        gradient_checkpointing=config.grpo_gradient_checkpointing,
+        micro_batch_size=2,
+        block_ms=500,
+        served_model="SmolLM2-135M-Instruct",
+        consumer_name=f"{run_id}-trainer",
+        group=f"trainer-{run_id}",
+        group_start="new",
+        seed=config.seed,
+    )
 
 
 class _Stages:

@@ -272,3 +272,49 @@ def test_grpo_steps_move_the_real_model_toward_the_better_trajectory(
     assert after[0] - after[1] > before[0] - before[1] + 5.0, (before, after)
     assert after[1] < before[1] - 5.0, (before, after)
     assert after[0] > before[0] - 0.25 * (before[1] - after[1]), (before, after)
+
+
+def test_micro_batches_pair_sequences_of_similar_length() -> None:
+    """The step orders the batch by length before cutting micro-batches: lengths 10, 40, 12
+    and 38 in pairs forward 4 pad positions, not 56 (10+40, 12+38 in the order given), and the
+    loss and update equal those of one sequence per micro-batch (no padding at all)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from astra_trainer.grpo.encoding import EncodedTrajectory
+    from astra_trainer.grpo.step import grpo_step
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(1)
+
+    def sequence(name: str, length: int, reward: float) -> EncodedTrajectory:
+        ids = torch.randint(1, 64, (length,), generator=generator).tolist()
+        mask = [0] * (length // 2) + [1] * (length - length // 2)
+        return EncodedTrajectory(name, name[0], reward, 0, ids, mask, None, 1, 0)
+
+    groups = [
+        [sequence("a1", 10, 1.0), sequence("a2", 40, 0.0)],
+        [sequence("b1", 12, 0.0), sequence("b2", 38, 1.0)],
+    ]
+    results = []
+    for micro_batch_size in (2, 1):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        before = [p.detach().clone() for p in model.parameters()]
+        stats = grpo_step(
+            model, torch.optim.SGD(model.parameters(), lr=1.0), groups, clip_low=0.2,
+            clip_high=0.2, max_grad_norm=1e9, micro_batch_size=micro_batch_size, pad_token_id=0,
+        )  # fmt: skip
+        update = [p.detach() - b for p, b in zip(model.parameters(), before, strict=True)]
+        results.append((stats, update))
+    (paired, paired_update), (single, single_update) = results
+    assert paired.padded_tokens == 4
+    assert single.padded_tokens == 0
+    assert paired.tokens == single.tokens == 100
+    assert paired.loss == pytest.approx(single.loss, abs=1e-6)
+    assert paired.grad_norm == pytest.approx(single.grad_norm, rel=1e-4)
+    assert paired.grad_norm > 0
+    for a, b in zip(paired_update, single_update, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -487,6 +487,7 @@ class GRPORunner:
             "sequences": stats.sequences,
             "tokens": stats.tokens,
             "policy_tokens": stats.policy_tokens,
+            "padded_tokens": stats.padded_tokens,
             "tokens_per_second": stats.tokens_per_second,
             "step_seconds": stats.seconds,
             "clip_fraction": stats.clip_fraction,
