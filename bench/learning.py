@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any
 from astra.cli_demo import run_on_stack
 from astra.cli_support import interrupt_on_sigterm
 from astra.loop import LoopConfig, LoopError
+from astra.loop_report import out_of_time
 from astra.report import Comparison, comparisons, score_rows
 from astra.stack import LocalStack, StackError, StackOptions
 from astra_common.clients import ServiceError
@@ -150,6 +152,10 @@ def figures(
                 "success_ci": _interval(overall.success_interval),
                 "turns_per_task": overall.mean_turns,
                 "calls_per_task": overall.mean_tool_calls,
+                "finish_reasons": dict(
+                    Counter(str(e.get("finish_reason")) for e in status.get("entries") or [])
+                ),
+                "warning": out_of_time(status),
             }
         )
     gain = overall_comparison(comparisons(evaluations))
@@ -201,6 +207,11 @@ def print_figures(
             f"{p['policy']:<28} {p['tasks']:>5} {f1:>24} {success:>24}"
             f" {_num(p['turns_per_task']):>6} {_num(p['calls_per_task']):>6}"
         )
+    for p in result["policies"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(p["finish_reasons"].items()))
+        print(f"{p['policy']}: episodes ended by {reasons or 'nothing recorded'}")
+        if p["warning"]:
+            print(f"warning ({p['policy']}): {p['warning']}")
     gain = result["rl_gain"]
     if gain is not None:
         low, high = gain["f1_difference_ci"]

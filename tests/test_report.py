@@ -252,3 +252,18 @@ def test_the_loop_sections_say_what_each_job_and_batch_gave() -> None:
     assert loop_report.batch_line(batch) == (
         "2 trajectories published; mean F1 0.250, 0 of 0 groups with varying rewards"
     )
+
+
+def test_episodes_that_ran_out_of_time_are_called_out() -> None:
+    status = evaluation(tasks(5, 0.0), label="SFT")
+    assert loop_report.out_of_time(status) is None
+    for entry in status["entries"][:3]:
+        entry["finish_reason"] = "time_limit"
+    status["entries"][0]["turns"] = 0
+    status["entries"][1]["turns"] = 0
+    warning = loop_report.out_of_time(status)
+    assert warning is not None
+    assert warning.startswith("3 of 5 episodes ran out of time (2 of them before any policy turn")
+    console = Console(record=True, width=400)
+    loop_report.show_evaluation(console, status)
+    assert "warning: 3 of 5 episodes ran out of time" in console.export_text()

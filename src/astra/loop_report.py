@@ -84,6 +84,25 @@ def show_evaluation(console: Console, status: dict[str, Any]) -> None:
         f"{row.failed} failed episodes",
         markup=False,
     )
+    warning = out_of_time(status)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def out_of_time(status: Mapping[str, Any]) -> str | None:
+    """A warning when episodes of an evaluation ran out of wall-clock time: they score 0 like
+    a wrong answer, but say nothing about the policy when the policy server was too slow to
+    answer (none of their turns completed)."""
+    entries: list[Mapping[str, Any]] = list(status.get("entries") or [])
+    late = [e for e in entries if e.get("finish_reason") == "time_limit"]
+    if not late:
+        return None
+    silent = sum(int(e.get("turns") or 0) == 0 for e in late)
+    return (
+        f"{len(late)} of {len(entries)} episodes ran out of time ({silent} of them before any "
+        "policy turn completed); they score 0. If the policy server was overloaded, lower "
+        "ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES or raise the episode time limit."
+    )
 
 
 def show_comparisons(console: Console, report: RunReport, label: str) -> None:

@@ -30,6 +30,12 @@ from astra_common.processes import spawn, stop_all, tail
 SERVICES = ("synth", "envhost", "rollout", "trainer")
 STATE_FILE = "stack.json"
 STACK_ID_ENV = "ASTRA_STACK_ID"
+EMBEDDED_POLICY_EPISODES = 32
+"""Episodes in flight at once when the stack serves the policy itself (vLLM on the CPU). Its
+prefill runs at a few hundred tokens/s on two cores: 100 episodes started together (a
+held-out evaluation) kept their first requests queued past the rollout's 300 s policy timeout,
+so every episode ran out of time without a turn; 32 (one rollout batch of 8 x 4) keeps each
+request's wait within it. ``ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES`` overrides it."""
 
 
 class StackError(RuntimeError):
@@ -167,6 +173,11 @@ class LocalStack:
                 "ASTRA_TRAINER_CHECKPOINT_DIR": str(self.state_dir / "checkpoints"),
             },
         }
+        if self.embedded_policy:
+            # Backpressure sized to the embedded CPU server (unless the caller set one).
+            per_service["rollout"]["ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES"] = os.environ.get(
+                "ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES", str(EMBEDDED_POLICY_EPISODES)
+            )
         if self.options.allow_unsandboxed:
             per_service["envhost"] |= {
                 "ASTRA_ENVHOST_SANDBOX": "none",
