@@ -188,6 +188,20 @@ async def rollout_batches(rollout_url: str, since: datetime) -> list[BatchStatus
     return sorted((b for b in batches if b.created_at >= since), key=lambda b: b.created_at)
 
 
+def cpu_model() -> str:
+    """The processor's name and its widest vector extension (vLLM's CPU speed hangs on it)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown")  # fmt: skip
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))  # fmt: skip
+    widest = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
+    return f"{name} ({widest})" if widest else name
+
+
 def _interval(interval: Any) -> list[float] | None:
     return None if interval is None else [interval.low, interval.high]
 
@@ -274,12 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["bench/learning.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": asdict(config),
         "elapsed_s": round(elapsed, 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform()},
         "rollout_batch_mean_f1": rollout_f1,
         "report": str(markdown),
     }
     print_figures(found, rollout_f1, config.rollout_temperature)
-    print(f"\n{elapsed / 60:.1f} minutes; report {markdown}")
+    print(f"\n{elapsed / 60:.1f} minutes on {found['machine']['cpu']}; report {markdown}")
     out = markdown.parent / "learning.json"
     out.write_text(json.dumps(found, indent=2) + "\n")
     print(f"figures: {out}")

@@ -60,8 +60,8 @@ class PolicyServerSettings(BaseModel):
     port: int = Field(default=8000, ge=0, lt=65536)
     """TCP port; 0 picks a free one."""
 
-    dtype: str = "bfloat16"
-    """Weight and activation dtype (bf16 is what the CPU build runs fastest)."""
+    dtype: str = Field(default_factory=lambda: cpu_dtype())
+    """Weight and activation dtype; default: ``cpu_dtype()`` for this machine's processor."""
 
     max_model_len: int = Field(default=2048, ge=128)
     """Longest prompt + completion, in tokens."""
@@ -287,6 +287,21 @@ class PolicyServer:
         self.stop()
 
 
+def cpu_dtype(cpuinfo: str | None = None) -> str:
+    """The dtype vLLM's CPU build runs fastest here: bfloat16 where the processor computes in
+    it (AVX512-BF16 or AMX), float32 elsewhere. On an AVX2-only 2-core machine, 32 chat
+    requests of 1,049 prompt and 128 generated tokens took 86.7 s in bfloat16 and 26.6 s in
+    float32 (47 and 154 tokens/s): bfloat16 is converted there, not computed."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "bfloat16"  # not Linux: keep vLLM's usual choice
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags")
+             for flag in line.split(":", 1)[1].split()}  # fmt: skip
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
 def _parse(argv: list[str] | None) -> PolicyServerSettings:
     parser = argparse.ArgumentParser(
         prog="python -m astra_rollout.policy_server",
@@ -298,6 +313,9 @@ def _parse(argv: list[str] | None) -> PolicyServerSettings:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument(
+        "--dtype", default=None, help="bfloat16, float32, ... (default: the CPU's fastest)"
+    )
     parser.add_argument("--enable-lora", action="store_true")
     parser.add_argument("--allow-weight-reload", action="store_true")
     parser.add_argument("--ready-timeout-s", type=float, default=300.0)
