@@ -25,3 +25,10 @@ def test_the_server_runs_in_the_machines_dtype_unless_told(tmp_path: Path) -> No
     assert command[command.index("--dtype") + 1] == here
     assert _parse(["--model-dir", str(tmp_path)]).dtype == here
     assert _parse(["--model-dir", str(tmp_path), "--dtype", "bfloat16"]).dtype == "bfloat16"
+
+
+def test_the_kv_cache_holds_a_rollout_batch_of_multi_turn_episodes(tmp_path: Path) -> None:
+    settings = _parse(["--model-dir", str(tmp_path)])
+    assert settings.kv_cache_gib == 4
+    assert PolicyServer(settings).environment()["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert _parse(["--model-dir", str(tmp_path), "--kv-cache-gib", "1"]).kv_cache_gib == 1

@@ -66,8 +66,10 @@ class PolicyServerSettings(BaseModel):
     max_model_len: int = Field(default=2048, ge=128)
     """Longest prompt + completion, in tokens."""
 
-    kv_cache_gib: int = Field(default=1, ge=1)
-    """CPU memory for the KV cache (VLLM_CPU_KVCACHE_SPACE), in GiB."""
+    kv_cache_gib: int = Field(default=4, ge=1)
+    """CPU memory for the KV cache (VLLM_CPU_KVCACHE_SPACE), in GiB. SmolLM2-135M keeps 46 KB
+    per token in float32 (23 KB in bfloat16): 1 GiB held ~23,000 tokens, and 32 multi-turn
+    episodes of 1,000-4,000 tokens each filled it, leaving requests waiting for space."""
 
     tool_call_parser: str = "hermes"
     """vLLM tool-call parser; hermes reads the ``<tool_call>`` blocks of the chat template."""
@@ -313,6 +315,7 @@ def _parse(argv: list[str] | None) -> PolicyServerSettings:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--kv-cache-gib", type=int, default=None, help="KV cache size (GiB).")
     parser.add_argument(
         "--dtype", default=None, help="bfloat16, float32, ... (default: the CPU's fastest)"
     )
