@@ -8,8 +8,8 @@ the training-split reward per GRPO step and per rollout batch, and turns and cal
 It runs the whole loop on the local stack (``astra up``'s services, the embedded vLLM CPU
 policy server, SmolLM2-135M), so it measures what a user's ``astra experiment`` does, at a
 size chosen to resolve the effect: by default 100 held-out tasks (50 per held-out split) and
-6 GRPO steps of 4 groups (learning rate 2e-5, rollouts at temperature 0.7), about 90 minutes
-on a 2-core CPU machine (8 steps took 91 minutes there; docs/local-runtime.md has the figures).
+6 GRPO steps of 4 groups (learning rate 2e-5, rollouts at temperature 0.7): 64.9 minutes on
+a 2-core AVX2 machine (docs/local-runtime.md has the figures).
 
 ```sh
 .venv/bin/python bench/learning.py                      # the default size
