@@ -46,6 +46,7 @@ from astra.stack import LocalStack, StackError, StackOptions
 from astra_common.clients import ServiceError
 from astra_common.clients.rollout import RolloutClient
 from astra_proto.api.rollout import BatchStatus
+from astra_rollout.policy_server import cpu_dtype
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -189,17 +190,14 @@ async def rollout_batches(rollout_url: str, since: datetime) -> list[BatchStatus
 
 
 def cpu_model() -> str:
-    """The processor's name and its widest vector extension (vLLM's CPU speed hangs on it)."""
+    """The processor's name and the dtype the policy server serves in on it."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or "unknown"
+        info = ""
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name")), "unknown")  # fmt: skip
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
-                      if line.startswith("flags")), []))  # fmt: skip
-    widest = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
-    return f"{name} ({widest})" if widest else name
+                 if line.startswith("model name")), platform.processor() or "unknown")  # fmt: skip
+    return f"{name}, policy served in {cpu_dtype()}"
 
 
 def _interval(interval: Any) -> list[float] | None:

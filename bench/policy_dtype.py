@@ -1,10 +1,10 @@
 """The embedded policy server's speed in bfloat16 and in float32, on this machine's CPU.
 
-Starts vLLM's OpenAI server (``.venv-vllm``, the options ``astra up`` uses) on SmolLM2-135M
-once per dtype, warms it with 2 requests, then sends ``--requests`` concurrent tool-calling
-chat requests (8 tools, ~1,050 prompt tokens, ``--new-tokens`` generated each, ignoring EOS
-so every dtype generates the same count) and prints the wall time and generated tokens/s per
-dtype, with the ratio, and which dtype ``cpu_dtype()`` picks here.
+Starts the embedded policy server (``PolicyServer``: vLLM's OpenAI server from ``.venv-vllm``,
+as ``astra up`` runs it) on SmolLM2-135M once per dtype, warms it with 2 requests, then sends
+``--requests`` concurrent tool-calling chat requests (8 tools, ~1,050 prompt tokens,
+``--new-tokens`` generated each, EOS ignored so both dtypes generate the same count). Prints
+the wall time and generated tokens/s per dtype, their ratio, and what ``cpu_dtype()`` picks.
 
     .venv/bin/python bench/policy_dtype.py                 # 32 requests of 128 tokens
 """
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from astra_rollout.policy_server import cpu_dtype
+from astra_rollout.policy_server import PolicyServer, PolicyServerSettings, cpu_dtype
 from astra_trainer.models import ModelStore
 
 VENV = Path(__file__).resolve().parents[1] / ".venv-vllm"
@@ -44,33 +42,6 @@ TOOLS = [
     }
     for i in range(8)
 ]
-
-
-def start(model: Path, dtype: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env |= {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "4"}
-    env |= {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-    command = [
-        str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model), "--served-model-name", "policy", "--host", "127.0.0.1",
-        "--port", str(port), "--dtype", dtype, "--max-model-len", "8192", "--enforce-eager",
-        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-    ]  # fmt: skip
-    return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-async def wait_ready(client: httpx.AsyncClient, url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {process.returncode}")
-        try:
-            if (await client.get(f"{url}/v1/models")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(1)
-    raise RuntimeError("vLLM was not ready within 600 s")
 
 
 async def load(client: httpx.AsyncClient, url: str, n: int, new_tokens: int) -> tuple[float, int]:
@@ -96,16 +67,15 @@ async def load(client: httpx.AsyncClient, url: str, n: int, new_tokens: int) -> 
 
 
 async def measure(model: Path, dtype: str, args: argparse.Namespace, logs: Path) -> float:
-    process = start(model, dtype, args.port, logs / f"vllm-{dtype}.log")
-    url = f"http://127.0.0.1:{args.port}"
-    try:
+    settings = PolicyServerSettings(
+        venv=VENV, model_dir=model, served_model_name="policy", port=0, dtype=dtype,
+        max_model_len=8192, log_path=logs / f"vllm-{dtype}.log",
+    )  # fmt: skip
+    with PolicyServer(settings) as server:  # astra up's server: same command and environment
+        url = server.base_url.removesuffix("/v1")
         async with httpx.AsyncClient() as client:
-            await wait_ready(client, url, process)
             await load(client, url, 2, 16)
             seconds, generated = await load(client, url, args.requests, args.new_tokens)
-    finally:
-        process.terminate()
-        process.wait(60)
     rate = generated / seconds
     print(f"{dtype:>9}: {args.requests} requests in {seconds:6.1f} s, {rate:6.1f} tokens/s")
     return rate
@@ -115,7 +85,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--port", type=int, default=39111)
     args = parser.parse_args()
     model = ModelStore(Path(".astra") / "models").ensure_default()
     print(f"cpu_dtype() here: {cpu_dtype()}")
