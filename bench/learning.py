@@ -42,11 +42,10 @@ from astra.cli_support import interrupt_on_sigterm
 from astra.loop import LoopConfig, LoopError
 from astra.loop_report import out_of_time
 from astra.report import Comparison, comparisons, score_rows
-from astra.stack import LocalStack, StackError, StackOptions
+from astra.stack import LocalStack, StackError, StackOptions, embedded_policy_dtype
 from astra_common.clients import ServiceError
 from astra_common.clients.rollout import RolloutClient
 from astra_proto.api.rollout import BatchStatus
-from astra_rollout.policy_server import cpu_dtype
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -189,15 +188,17 @@ async def rollout_batches(rollout_url: str, since: datetime) -> list[BatchStatus
     return sorted((b for b in batches if b.created_at >= since), key=lambda b: b.created_at)
 
 
-def cpu_model() -> str:
-    """The processor's name and the dtype the policy server serves in on it."""
+def cpu_model(policy_url: str | None) -> str:
+    """The processor's name and the dtype the embedded policy server serves in."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         info = ""
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
                  if line.startswith("model name")), platform.processor() or "unknown")  # fmt: skip
-    return f"{name}, policy served in {cpu_dtype()}"
+    if policy_url:
+        return f"{name}, policy served by {policy_url}"
+    return f"{name}, policy served in {embedded_policy_dtype()}"
 
 
 def _interval(interval: Any) -> list[float] | None:
@@ -286,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["bench/learning.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": asdict(config),
         "elapsed_s": round(elapsed, 1),
-        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": cpu_model(args.policy_url),
+            "platform": platform.platform(),
+        },
         "rollout_batch_mean_f1": rollout_f1,
         "report": str(markdown),
     }

@@ -6,11 +6,29 @@ from pathlib import Path
 
 import pytest
 
-from astra.stack import EMBEDDED_POLICY_EPISODES, Child, LocalStack, StackOptions
+from astra.stack import (
+    EMBEDDED_POLICY_DTYPE,
+    EMBEDDED_POLICY_EPISODES,
+    Child,
+    LocalStack,
+    StackOptions,
+)
 
 
 def _rollout(children: list[Child]) -> dict[str, str]:
     return next(child.env for child in children if child.name == "rollout")
+
+
+def _embedded(tmp_path: Path, vllm_venv: Path) -> StackOptions:
+    """A stack that serves the policy itself (the plan only, nothing is started)."""
+    return StackOptions(
+        state_dir=tmp_path / "state", port_base=0, vllm_venv=vllm_venv, policy_model_dir=tmp_path
+    )
+
+
+def _policy_dtype(children: list[Child]) -> str:
+    command = next(child.command for child in children if child.name == "policy")
+    return command[command.index("--dtype") + 1]
 
 
 @pytest.fixture
@@ -27,9 +45,7 @@ def test_the_embedded_cpu_policy_server_bounds_the_episodes_in_flight(
     tmp_path: Path, vllm_venv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES", raising=False)
-    options = StackOptions(
-        state_dir=tmp_path / "state", port_base=0, vllm_venv=vllm_venv, policy_model_dir=tmp_path
-    )
+    options = _embedded(tmp_path, vllm_venv)
     children = LocalStack(options).plan()
     assert "policy" in [child.name for child in children]
     rollout = _rollout(children)
@@ -37,13 +53,22 @@ def test_the_embedded_cpu_policy_server_bounds_the_episodes_in_flight(
     assert rollout["ASTRA_ROLLOUT_POLICY_BASE_URL"].endswith("/v1")
 
 
+def test_the_embedded_policy_server_serves_the_trained_float32_weights(
+    tmp_path: Path, vllm_venv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ASTRA_VLLM_CPU_DTYPE", raising=False)
+    options = _embedded(tmp_path, vllm_venv)
+    assert EMBEDDED_POLICY_DTYPE == "float32"
+    assert _policy_dtype(LocalStack(options).plan()) == "float32"
+    monkeypatch.setenv("ASTRA_VLLM_CPU_DTYPE", "bfloat16")
+    assert _policy_dtype(LocalStack(options).plan()) == "bfloat16"
+
+
 def test_a_bound_the_caller_set_is_kept(
     tmp_path: Path, vllm_venv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES", "7")
-    options = StackOptions(
-        state_dir=tmp_path / "state", port_base=0, vllm_venv=vllm_venv, policy_model_dir=tmp_path
-    )
+    options = _embedded(tmp_path, vllm_venv)
     assert _rollout(LocalStack(options).plan())["ASTRA_ROLLOUT_MAX_CONCURRENT_EPISODES"] == "7"
 
 

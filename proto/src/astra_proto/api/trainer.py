@@ -139,7 +139,9 @@ class GRPOOptions(ContractModel):
     gradient_checkpointing: bool = Field(
         default=True,
         description="Recompute activations in the backward pass: multi-turn sequences with "
-        "tool schemas are long, and stored activations would take gigabytes (costs ~30% time).",
+        "tool schemas are long, and stored activations take gigabytes (SmolLM2-135M, 4 x 2,048 "
+        "tokens on a CPU: peak 9.9 GiB with, 19.3 GiB without, same step time; "
+        "bench/checkpointing.py).",
     )
     weight_decay: float = Field(default=0.0, ge=0)
 
