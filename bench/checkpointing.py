@@ -48,7 +48,6 @@ def measure(args: argparse.Namespace, checkpointing: bool) -> dict[str, Any]:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     vocab = int(model.config.vocab_size)
-    loaded_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     # A multi-turn shape: a prompt, then the policy's turns (trained) after the first quarter.
     policy_from = args.tokens // 4
     groups = [
@@ -90,7 +89,6 @@ def measure(args: argparse.Namespace, checkpointing: bool) -> dict[str, Any]:
         "step_s": step_s,
         "tokens_per_s": tokens / step_s,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "after_load_gib": loaded_gib,
         "torch_threads": torch.get_num_threads(),
     }
 

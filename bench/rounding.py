@@ -44,10 +44,11 @@ def main() -> None:
         names = sorted(set(before.keys()) & set(after.keys()))
         if not names:
             sys.exit("the two folders share no tensor names")
-        dtypes = {str(after.get_tensor(names[0]).dtype), str(before.get_tensor(names[0]).dtype)}
+        dtypes: set[str] = set()
         for name in names:
-            start = before.get_tensor(name).float()
-            trained = after.get_tensor(name).float()
+            start, trained = before.get_tensor(name), after.get_tensor(name)
+            dtypes |= {str(start.dtype), str(trained.dtype)}
+            start, trained = start.float(), trained.float()
             served = trained.to(torch.bfloat16).float()
             total += start.numel()
             changed += int((trained != start).sum())
